@@ -1,0 +1,626 @@
+//! Parquet for frames (SPEC §2, list columns) and daily tables.
+//!
+//! Frames: `vin: utf8`, `timestamp: int64` (ms since epoch, UTC; a `timestamp` logical type
+//! of any unit is also read), `pack_voltage`, `pack_current`, `soc: double`,
+//! `cell_voltages: list<double>`, `temperatures: list<double>`, `alarm_flags: uint32`
+//! (nullable; optional when reading). Readers also accept `float` for every number and
+//! `large_list`; a null reading is NaN. Frames are written as doubles so that a write/read
+//! round trip is exact.
+//!
+//! Daily: `VIN: utf8`, `Date: date32` (or `YYYY-MM-DD` strings when reading), the six
+//! reference columns, `Label`, then the extended columns, all `double`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{Float64Builder, ListBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type, UInt32Type};
+use arrow_array::{
+    Array, ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::NaiveDate;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::{ReadMode, ReadReport, RejectSink};
+use crate::daily::{
+    DailyColumn, DailyRow, DailyTable, EXTENDED_COLUMNS, N_DAILY_COLUMNS, REFERENCE_COLUMNS,
+    date_of_day, day_of_date,
+};
+use crate::error::{BmsError, Location, Result};
+use crate::frame::{FrameRef, Frames};
+
+const BATCH_ROWS: usize = 65_536;
+
+fn pq_err(file: &Path, e: impl std::fmt::Display) -> BmsError {
+    BmsError::Parquet {
+        file: Some(file.to_path_buf()),
+        message: e.to_string(),
+    }
+}
+
+fn frames_schema() -> SchemaRef {
+    let item = || Arc::new(Field::new("item", DataType::Float64, true));
+    Arc::new(Schema::new(vec![
+        Field::new("vin", DataType::Utf8, false),
+        Field::new("timestamp", DataType::Int64, false),
+        Field::new("pack_voltage", DataType::Float64, true),
+        Field::new("pack_current", DataType::Float64, true),
+        Field::new("soc", DataType::Float64, true),
+        Field::new("cell_voltages", DataType::List(item()), false),
+        Field::new("temperatures", DataType::List(item()), false),
+        Field::new("alarm_flags", DataType::UInt32, true),
+    ]))
+}
+
+fn props() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
+        .build()
+}
+
+/// A Parquet file written under a temporary name and renamed into place by `finish`.
+struct AtomicParquet {
+    target: PathBuf,
+    tmp: tempfile::NamedTempFile,
+    writer: ArrowWriter<File>,
+}
+
+impl AtomicParquet {
+    fn create(target: &Path, schema: SchemaRef) -> Result<Self> {
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".bms-tmp-")
+            .tempfile_in(dir)
+            .map_err(|e| BmsError::io(target, e))?;
+        let handle = tmp
+            .as_file()
+            .try_clone()
+            .map_err(|e| BmsError::io(target, e))?;
+        let writer =
+            ArrowWriter::try_new(handle, schema, Some(props())).map_err(|e| pq_err(target, e))?;
+        Ok(AtomicParquet {
+            target: target.to_path_buf(),
+            tmp,
+            writer,
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer
+            .write(batch)
+            .map_err(|e| pq_err(&self.target, e))
+    }
+
+    fn finish(self) -> Result<()> {
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| pq_err(&self.target, e))?;
+        file.sync_all().map_err(|e| BmsError::io(&self.target, e))?;
+        self.tmp
+            .persist(&self.target)
+            .map_err(|e| BmsError::io(&self.target, e.error))?;
+        Ok(())
+    }
+}
+
+/// Streams frames into a Parquet file in row groups; nothing appears at `path` until
+/// [`FramesParquetWriter::finish`].
+pub struct FramesParquetWriter {
+    out: AtomicParquet,
+}
+
+impl FramesParquetWriter {
+    pub fn create(path: &Path) -> Result<Self> {
+        Ok(FramesParquetWriter {
+            out: AtomicParquet::create(path, frames_schema())?,
+        })
+    }
+
+    /// Writes frames (any number; split into batches internally).
+    pub fn write<'a>(&mut self, frames: impl IntoIterator<Item = FrameRef<'a>>) -> Result<()> {
+        let mut it = frames.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<FrameRef<'a>> = it.by_ref().take(BATCH_ROWS).collect();
+            let batch = frames_batch(&chunk);
+            self.out.write(&batch)?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<()> {
+        self.out.finish()
+    }
+}
+
+fn frames_batch(chunk: &[FrameRef<'_>]) -> RecordBatch {
+    let vin = StringArray::from_iter_values(chunk.iter().map(|f| f.vin));
+    let ts = Int64Array::from_iter_values(chunk.iter().map(|f| f.timestamp_ms));
+    let pv = Float64Array::from_iter_values(chunk.iter().map(|f| f.pack_voltage));
+    let pi = Float64Array::from_iter_values(chunk.iter().map(|f| f.pack_current));
+    let soc = Float64Array::from_iter_values(chunk.iter().map(|f| f.soc));
+    let list = |cells: bool| {
+        let mut b = ListBuilder::new(Float64Builder::new()).with_field(Field::new(
+            "item",
+            DataType::Float64,
+            true,
+        ));
+        for f in chunk {
+            b.values().append_slice(if cells {
+                f.cell_voltages
+            } else {
+                f.temperatures
+            });
+            b.append(true);
+        }
+        b.finish()
+    };
+    let cells = list(true);
+    let temps = list(false);
+    let flags: UInt32Array = chunk.iter().map(|f| f.alarm_flags).collect();
+    RecordBatch::try_new(
+        frames_schema(),
+        vec![
+            Arc::new(vin),
+            Arc::new(ts),
+            Arc::new(pv),
+            Arc::new(pi),
+            Arc::new(soc),
+            Arc::new(cells),
+            Arc::new(temps),
+            Arc::new(flags),
+        ],
+    )
+    .expect("columns match the schema")
+}
+
+/// Writes frames to a Parquet file atomically.
+pub fn write_frames_parquet(path: &Path, frames: &Frames) -> Result<()> {
+    let mut w = FramesParquetWriter::create(path)?;
+    w.write(frames.iter())?;
+    w.finish()
+}
+
+fn column<'b>(
+    batch: &'b RecordBatch,
+    name: &str,
+    file: &Path,
+    required: bool,
+) -> Result<Option<&'b ArrayRef>> {
+    match batch.schema().index_of(name) {
+        Ok(i) => Ok(Some(batch.column(i))),
+        Err(_) if !required => Ok(None),
+        Err(_) => Err(BmsError::Header {
+            file: Some(file.to_path_buf()),
+            expected: format!("a column named '{name}'"),
+            found: format!(
+                "columns {}",
+                batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+fn type_err(file: &Path, name: &str, want: &str, found: &DataType) -> BmsError {
+    BmsError::Header {
+        file: Some(file.to_path_buf()),
+        expected: format!("column '{name}' of type {want}"),
+        found: format!("{found}"),
+    }
+}
+
+/// A numeric column read as f64, nulls as NaN.
+fn f64_values(a: &ArrayRef, name: &str, file: &Path) -> Result<Vec<f64>> {
+    let get = |i: usize, v: f64| if a.is_null(i) { f64::NAN } else { v };
+    Ok(match a.data_type() {
+        DataType::Float64 => a
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| get(i, v))
+            .collect(),
+        DataType::Float32 => a
+            .as_primitive::<Float32Type>()
+            .values()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| get(i, v as f64))
+            .collect(),
+        DataType::Int64 => a
+            .as_primitive::<Int64Type>()
+            .values()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| get(i, v as f64))
+            .collect(),
+        DataType::Int32 => a
+            .as_primitive::<Int32Type>()
+            .values()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| get(i, v as f64))
+            .collect(),
+        other => return Err(type_err(file, name, "double or float", other)),
+    })
+}
+
+fn list_values(
+    a: &ArrayRef,
+    name: &str,
+    file: &Path,
+) -> Result<(Vec<Option<(usize, usize)>>, Vec<f64>)> {
+    let (offsets, values, nulls): (Vec<(usize, usize)>, ArrayRef, Option<_>) = match a.data_type() {
+        DataType::List(_) => {
+            let l = a.as_list::<i32>();
+            let o = l
+                .value_offsets()
+                .windows(2)
+                .map(|w| (w[0] as usize, w[1] as usize))
+                .collect();
+            (o, l.values().clone(), l.nulls().cloned())
+        }
+        DataType::LargeList(_) => {
+            let l = a.as_list::<i64>();
+            let o = l
+                .value_offsets()
+                .windows(2)
+                .map(|w| (w[0] as usize, w[1] as usize))
+                .collect();
+            (o, l.values().clone(), l.nulls().cloned())
+        }
+        other => return Err(type_err(file, name, "list<double>", other)),
+    };
+    let flat = f64_values(&values, &format!("{name}.item"), file)?;
+    let ranges = offsets
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
+                None
+            } else {
+                Some(r)
+            }
+        })
+        .collect();
+    Ok((ranges, flat))
+}
+
+fn timestamps(a: &ArrayRef, file: &Path) -> Result<Vec<Option<i64>>> {
+    use arrow_array::types::{
+        TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+        TimestampSecondType,
+    };
+    let collect = |vals: Vec<Option<i64>>| Ok(vals);
+    match a.data_type() {
+        DataType::Int64 => collect(a.as_primitive::<Int64Type>().iter().collect()),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => collect(
+            a.as_primitive::<TimestampMillisecondType>()
+                .iter()
+                .collect(),
+        ),
+        DataType::Timestamp(TimeUnit::Second, _) => collect(
+            a.as_primitive::<TimestampSecondType>()
+                .iter()
+                .map(|v| v.and_then(|s| s.checked_mul(1000)))
+                .collect(),
+        ),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => collect(
+            a.as_primitive::<TimestampMicrosecondType>()
+                .iter()
+                .map(|v| v.map(|u| u.div_euclid(1000)))
+                .collect(),
+        ),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => collect(
+            a.as_primitive::<TimestampNanosecondType>()
+                .iter()
+                .map(|v| v.map(|n| n.div_euclid(1_000_000)))
+                .collect(),
+        ),
+        other => Err(type_err(
+            file,
+            "timestamp",
+            "int64 milliseconds or timestamp",
+            other,
+        )),
+    }
+}
+
+fn strings(a: &ArrayRef, name: &str, file: &Path) -> Result<Vec<Option<String>>> {
+    Ok(match a.data_type() {
+        DataType::Utf8 => a
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.map(str::to_owned))
+            .collect(),
+        DataType::LargeUtf8 => a
+            .as_string::<i64>()
+            .iter()
+            .map(|s| s.map(str::to_owned))
+            .collect(),
+        DataType::Utf8View => a
+            .as_string_view()
+            .iter()
+            .map(|s| s.map(str::to_owned))
+            .collect(),
+        other => return Err(type_err(file, name, "utf8 string", other)),
+    })
+}
+
+fn flags(a: &ArrayRef, file: &Path) -> Result<Vec<Option<i64>>> {
+    Ok(match a.data_type() {
+        DataType::UInt32 => a
+            .as_primitive::<UInt32Type>()
+            .iter()
+            .map(|v| v.map(i64::from))
+            .collect(),
+        DataType::Int64 => a.as_primitive::<Int64Type>().iter().collect(),
+        DataType::Int32 => a
+            .as_primitive::<Int32Type>()
+            .iter()
+            .map(|v| v.map(i64::from))
+            .collect(),
+        other => return Err(type_err(file, "alarm_flags", "uint32", other)),
+    })
+}
+
+fn open_batches(path: &Path) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+    let file = File::open(path).map_err(|e| BmsError::io(path, e))?;
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| pq_err(path, e))?
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| pq_err(path, e))
+}
+
+/// Reads a frame Parquet file. Rows are numbered from 1 in errors and rejects.
+pub fn read_frames_parquet(path: &Path, mode: ReadMode) -> Result<ReadReport<Frames>> {
+    let mut frames = Frames::new();
+    let mut sink = RejectSink::new(mode);
+    let mut row0 = 0u64;
+    for batch in open_batches(path)? {
+        let batch = batch.map_err(|e| pq_err(path, e))?;
+        let vin = strings(
+            column(&batch, "vin", path, true)?.expect("required"),
+            "vin",
+            path,
+        )?;
+        let ts = timestamps(
+            column(&batch, "timestamp", path, true)?.expect("required"),
+            path,
+        )?;
+        let pv = f64_values(
+            column(&batch, "pack_voltage", path, true)?.expect("required"),
+            "pack_voltage",
+            path,
+        )?;
+        let pi = f64_values(
+            column(&batch, "pack_current", path, true)?.expect("required"),
+            "pack_current",
+            path,
+        )?;
+        let soc = f64_values(
+            column(&batch, "soc", path, true)?.expect("required"),
+            "soc",
+            path,
+        )?;
+        let (cr, cv) = list_values(
+            column(&batch, "cell_voltages", path, true)?.expect("required"),
+            "cell_voltages",
+            path,
+        )?;
+        let (tr, tv) = list_values(
+            column(&batch, "temperatures", path, true)?.expect("required"),
+            "temperatures",
+            path,
+        )?;
+        let fl = match column(&batch, "alarm_flags", path, false)? {
+            Some(a) => Some(flags(a, path)?),
+            None => None,
+        };
+        for i in 0..batch.num_rows() {
+            let row = row0 + i as u64 + 1;
+            let loc = |name: &str| {
+                Location::new(Some(path.to_path_buf()))
+                    .line(row)
+                    .column_name_only(name)
+            };
+            let parsed = (|| {
+                let vin = match &vin[i] {
+                    Some(v) if !v.trim().is_empty() => v.trim(),
+                    _ => return Err(BmsError::parse(loc("vin"), "missing or empty VIN")),
+                };
+                let timestamp_ms =
+                    ts[i].ok_or_else(|| BmsError::parse(loc("timestamp"), "missing timestamp"))?;
+                let (c0, c1) = cr[i].ok_or_else(|| {
+                    BmsError::parse(loc("cell_voltages"), "missing cell voltage list")
+                })?;
+                let (t0, t1) = tr[i].ok_or_else(|| {
+                    BmsError::parse(loc("temperatures"), "missing temperature list")
+                })?;
+                if c0 == c1 {
+                    return Err(BmsError::parse(
+                        loc("cell_voltages"),
+                        "empty cell voltage list",
+                    ));
+                }
+                if t0 == t1 {
+                    return Err(BmsError::parse(
+                        loc("temperatures"),
+                        "empty temperature list",
+                    ));
+                }
+                let alarm_flags = match fl.as_ref().and_then(|f| f[i]) {
+                    None => None,
+                    Some(v) => Some(u32::try_from(v).map_err(|_| {
+                        BmsError::parse(loc("alarm_flags"), format!("{v} is not a 32-bit bitfield"))
+                    })?),
+                };
+                Ok(FrameRef {
+                    vin,
+                    timestamp_ms,
+                    pack_voltage: pv[i],
+                    pack_current: pi[i],
+                    soc: soc[i],
+                    cell_voltages: &cv[c0..c1],
+                    temperatures: &tv[t0..t1],
+                    alarm_flags,
+                })
+            })();
+            match parsed {
+                Ok(f) => frames.push(f, row),
+                Err(e) => sink.reject(e)?,
+            }
+        }
+        row0 += batch.num_rows() as u64;
+    }
+    Ok(ReadReport {
+        accepted: frames.len() as u64,
+        data: frames,
+        read: row0,
+        rejects: sink.rejects,
+    })
+}
+
+fn daily_schema() -> SchemaRef {
+    let mut fields = vec![
+        Field::new("VIN", DataType::Utf8, false),
+        Field::new("Date", DataType::Date32, false),
+    ];
+    fields.extend(REFERENCE_COLUMNS.map(|c| Field::new(c.name(), DataType::Float64, true)));
+    fields.push(Field::new("Label", DataType::Float64, true));
+    fields.extend(EXTENDED_COLUMNS.map(|c| Field::new(c.name(), DataType::Float64, true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// Writes a daily table to Parquet atomically.
+pub fn write_daily_parquet(path: &Path, table: &DailyTable) -> Result<()> {
+    let mut out = AtomicParquet::create(path, daily_schema())?;
+    for chunk in table.rows.chunks(BATCH_ROWS) {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|r| r.vin.as_str()),
+            )),
+            Arc::new(Date32Array::from_iter_values(
+                chunk.iter().map(|r| day_of_date(r.date) as i32),
+            )),
+        ];
+        let col = |c: DailyColumn| -> ArrayRef {
+            Arc::new(Float64Array::from_iter_values(
+                chunk.iter().map(|r| r.get(c)),
+            ))
+        };
+        cols.extend(REFERENCE_COLUMNS.map(col));
+        cols.push(Arc::new(Float64Array::from_iter_values(
+            chunk.iter().map(|r| r.label),
+        )));
+        cols.extend(EXTENDED_COLUMNS.map(col));
+        let batch = RecordBatch::try_new(daily_schema(), cols).expect("columns match the schema");
+        out.write(&batch)?;
+    }
+    out.finish()
+}
+
+/// Reads a daily Parquet file (VIN, Date and the reference columns required; Label and
+/// extended columns optional). Duplicate (VIN, Date) rows are an error naming both rows.
+pub fn read_daily_parquet(path: &Path) -> Result<DailyTable> {
+    let mut rows = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    let mut row0 = 0u64;
+    for batch in open_batches(path)? {
+        let batch = batch.map_err(|e| pq_err(path, e))?;
+        let vin = strings(
+            column(&batch, "VIN", path, true)?.expect("required"),
+            "VIN",
+            path,
+        )?;
+        let date_col = column(&batch, "Date", path, true)?.expect("required");
+        let dates: Vec<Option<NaiveDate>> = match date_col.data_type() {
+            DataType::Date32 => date_col
+                .as_primitive::<arrow_array::types::Date32Type>()
+                .iter()
+                .map(|d| d.and_then(|d| date_of_day(d as i64)))
+                .collect(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                strings(date_col, "Date", path)?
+                    .into_iter()
+                    .map(|s| s.and_then(|s| NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()))
+                    .collect()
+            }
+            other => return Err(type_err(path, "Date", "date32", other)),
+        };
+        let mut values: Vec<Option<Vec<f64>>> = Vec::with_capacity(N_DAILY_COLUMNS);
+        for c in DailyColumn::ALL {
+            let required = REFERENCE_COLUMNS.contains(&c);
+            values.push(match column(&batch, c.name(), path, required)? {
+                Some(a) => Some(f64_values(a, c.name(), path)?),
+                None => None,
+            });
+        }
+        let label = match column(&batch, "Label", path, false)? {
+            Some(a) => Some(f64_values(a, "Label", path)?),
+            None => None,
+        };
+        for i in 0..batch.num_rows() {
+            let row = row0 + i as u64 + 1;
+            let loc = |name: &str| {
+                Location::new(Some(path.to_path_buf()))
+                    .line(row)
+                    .column_name_only(name)
+            };
+            let v = match &vin[i] {
+                Some(v) if !v.trim().is_empty() => v.trim().to_owned(),
+                _ => return Err(BmsError::parse(loc("VIN"), "missing or empty VIN")),
+            };
+            let date =
+                dates[i].ok_or_else(|| BmsError::parse(loc("Date"), "missing or invalid date"))?;
+            let mut vals = [f64::NAN; N_DAILY_COLUMNS];
+            for (k, col) in values.iter().enumerate() {
+                if let Some(col) = col {
+                    vals[k] = col[i];
+                }
+            }
+            let l = label.as_ref().map_or(f64::NAN, |l| l[i]);
+            if !(l.is_nan() || l == 0.0 || l == 1.0) {
+                return Err(BmsError::parse(
+                    loc("Label"),
+                    format!("label {l} is not 0, 1 or nan"),
+                ));
+            }
+            if let Some(first) = seen.insert((v.clone(), date), row) {
+                return Err(BmsError::DuplicateDay {
+                    file: Some(path.to_path_buf()),
+                    vin: v,
+                    date: date.to_string(),
+                    first_line: first,
+                    second_line: row,
+                });
+            }
+            rows.push(DailyRow {
+                vin: v,
+                date,
+                values: vals,
+                label: l,
+            });
+        }
+        row0 += batch.num_rows() as u64;
+    }
+    Ok(DailyTable { rows })
+}

@@ -1,0 +1,331 @@
+//! Open-circuit-voltage curves: cell voltage → cell SOC (SPEC §3).
+//!
+//! A curve is a table of (soc %, volts) points, both strictly increasing, interpolated
+//! piecewise-linearly. Voltages below the first point read as the first point's SOC,
+//! above the last point as the last point's SOC; the result is clamped to 0–100 %.
+//!
+//! Inversion is on the hot path (every cell of every frame), so [`OcvCurve`] compiles the
+//! table into a uniform voltage grid: each grid bin knows the first segment that can hold
+//! a voltage in that bin, and a voltage needs one multiply, one table read and at most a
+//! few comparisons instead of a binary search. The answer is the exact piecewise-linear
+//! interpolation either way.
+//!
+//! **LFP caveat.** LFP's OCV curve is nearly flat between ~20 % and ~90 % SOC (a few mV per
+//! 10 %), so one millivolt of sensor quantisation moves the inferred SOC by several
+//! percentage points: `soc_deviation` and `soc_bias` are ill-conditioned for LFP packs and
+//! should be read as coarse indicators only.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BmsError, Result};
+
+const GRID_BINS: usize = 2048;
+
+/// Chemistries with a shipped default curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Chemistry {
+    #[default]
+    Nmc,
+    Lfp,
+}
+
+impl std::str::FromStr for Chemistry {
+    type Err = BmsError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "nmc" => Ok(Chemistry::Nmc),
+            "lfp" => Ok(Chemistry::Lfp),
+            _ => Err(BmsError::invalid(
+                "chemistry",
+                format!("'{s}' (expected 'nmc' or 'lfp')"),
+            )),
+        }
+    }
+}
+
+/// Default NMC curve (soc %, volts): a typical NMC-graphite cell at rest, 25 °C.
+pub const NMC_POINTS: &[(f64, f64)] = &[
+    (0.0, 3.00),
+    (5.0, 3.45),
+    (10.0, 3.55),
+    (20.0, 3.62),
+    (30.0, 3.66),
+    (40.0, 3.70),
+    (50.0, 3.75),
+    (60.0, 3.82),
+    (70.0, 3.90),
+    (80.0, 3.98),
+    (90.0, 4.08),
+    (100.0, 4.20),
+];
+
+/// Default LFP curve (soc %, volts): note the plateau between 20 % and 90 %.
+pub const LFP_POINTS: &[(f64, f64)] = &[
+    (0.0, 2.80),
+    (5.0, 3.10),
+    (10.0, 3.20),
+    (20.0, 3.25),
+    (30.0, 3.275),
+    (40.0, 3.285),
+    (50.0, 3.29),
+    (60.0, 3.295),
+    (70.0, 3.30),
+    (80.0, 3.31),
+    (90.0, 3.33),
+    (100.0, 3.50),
+];
+
+/// A validated OCV curve compiled for fast inversion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OcvCurve {
+    soc: Vec<f64>,
+    volts: Vec<f64>,
+    /// d(soc)/d(volts) of segment k (between points k and k+1).
+    slope: Vec<f64>,
+    v_lo: f64,
+    v_hi: f64,
+    inv_bin: f64,
+    /// For each grid bin, the segment holding the bin's lower edge.
+    bin_segment: Vec<u16>,
+}
+
+impl OcvCurve {
+    /// Builds a curve from (soc %, volts) points: at least two, both coordinates finite and
+    /// strictly increasing.
+    pub fn new(points: &[(f64, f64)]) -> Result<Self> {
+        let bad = |reason: String| Err(BmsError::invalid("OCV table", reason));
+        if points.len() < 2 {
+            return bad(format!(
+                "needs at least two (soc, volts) points, got {}",
+                points.len()
+            ));
+        }
+        if points.len() > u16::MAX as usize {
+            return bad(format!("too many points ({})", points.len()));
+        }
+        for (i, &(s, v)) in points.iter().enumerate() {
+            if !s.is_finite() || !v.is_finite() {
+                return bad(format!("point {} ({s}, {v}) is not finite", i + 1));
+            }
+            if i > 0 {
+                let (ps, pv) = points[i - 1];
+                if s <= ps {
+                    return bad(format!(
+                        "soc must be strictly increasing: point {} has soc {s} after {ps}",
+                        i + 1
+                    ));
+                }
+                if v <= pv {
+                    return bad(format!(
+                        "volts must be strictly increasing: point {} has {v} V after {pv} V",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        let soc: Vec<f64> = points.iter().map(|p| p.0).collect();
+        let volts: Vec<f64> = points.iter().map(|p| p.1).collect();
+        let slope: Vec<f64> = (0..points.len() - 1)
+            .map(|k| (soc[k + 1] - soc[k]) / (volts[k + 1] - volts[k]))
+            .collect();
+        let v_lo = volts[0];
+        let v_hi = volts[volts.len() - 1];
+        let inv_bin = GRID_BINS as f64 / (v_hi - v_lo);
+        let mut bin_segment = Vec::with_capacity(GRID_BINS + 1);
+        let mut seg = 0usize;
+        for b in 0..=GRID_BINS {
+            let edge = v_lo + b as f64 / inv_bin;
+            while seg + 2 < volts.len() && volts[seg + 1] <= edge {
+                seg += 1;
+            }
+            bin_segment.push(seg as u16);
+        }
+        Ok(OcvCurve {
+            soc,
+            volts,
+            slope,
+            v_lo,
+            v_hi,
+            inv_bin,
+            bin_segment,
+        })
+    }
+
+    pub fn for_chemistry(chemistry: Chemistry) -> Self {
+        let points = match chemistry {
+            Chemistry::Nmc => NMC_POINTS,
+            Chemistry::Lfp => LFP_POINTS,
+        };
+        OcvCurve::new(points).expect("shipped OCV tables are valid")
+    }
+
+    pub fn nmc() -> Self {
+        Self::for_chemistry(Chemistry::Nmc)
+    }
+
+    pub fn lfp() -> Self {
+        Self::for_chemistry(Chemistry::Lfp)
+    }
+
+    /// Reads a curve from CSV text: a header line `soc,volts` (any names) then one point per
+    /// line.
+    pub fn from_csv_str(text: &str) -> Result<Self> {
+        let mut points = Vec::new();
+        for (i, line) in text.lines().enumerate().skip(1) {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut it = line.split(',');
+            let (Some(s), Some(v), None) = (it.next(), it.next(), it.next()) else {
+                return Err(BmsError::invalid(
+                    "OCV table",
+                    format!("line {}: expected 'soc,volts', found '{line}'", i + 1),
+                ));
+            };
+            let num = |x: &str| {
+                x.trim().parse::<f64>().map_err(|_| {
+                    BmsError::invalid(
+                        "OCV table",
+                        format!("line {}: '{}' is not a number", i + 1, x.trim()),
+                    )
+                })
+            };
+            points.push((num(s)?, num(v)?));
+        }
+        Self::new(&points)
+    }
+
+    /// The table's points as (soc %, volts).
+    pub fn points(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        self.soc.iter().copied().zip(self.volts.iter().copied())
+    }
+
+    /// Cell SOC (%) at `volts`; NaN for NaN.
+    #[inline]
+    pub fn soc_at(&self, volts: f64) -> f64 {
+        if volts.is_nan() {
+            return f64::NAN;
+        }
+        let soc = if volts <= self.v_lo {
+            self.soc[0]
+        } else if volts >= self.v_hi {
+            self.soc[self.soc.len() - 1]
+        } else {
+            let bin = ((volts - self.v_lo) * self.inv_bin) as usize;
+            let mut seg = self.bin_segment[bin.min(GRID_BINS)] as usize;
+            while volts > self.volts[seg + 1] {
+                seg += 1;
+            }
+            self.soc[seg] + (volts - self.volts[seg]) * self.slope[seg]
+        };
+        soc.clamp(0.0, 100.0)
+    }
+
+    /// Cell open-circuit voltage at `soc` % (the forward curve; used by the simulator).
+    pub fn volts_at(&self, soc: f64) -> f64 {
+        if soc.is_nan() {
+            return f64::NAN;
+        }
+        let n = self.soc.len();
+        if soc <= self.soc[0] {
+            return self.volts[0];
+        }
+        if soc >= self.soc[n - 1] {
+            return self.volts[n - 1];
+        }
+        let k = self.soc.partition_point(|&s| s <= soc) - 1;
+        self.volts[k] + (soc - self.soc[k]) / self.slope[k]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_soc(points: &[(f64, f64)], v: f64) -> f64 {
+        let n = points.len();
+        if v <= points[0].1 {
+            return points[0].0.clamp(0.0, 100.0);
+        }
+        if v >= points[n - 1].1 {
+            return points[n - 1].0.clamp(0.0, 100.0);
+        }
+        for w in points.windows(2) {
+            if v <= w[1].1 {
+                let t = (v - w[0].1) / (w[1].1 - w[0].1);
+                return (w[0].0 + t * (w[1].0 - w[0].0)).clamp(0.0, 100.0);
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn worked_values_nmc() {
+        let c = OcvCurve::nmc();
+        // On a breakpoint.
+        assert!((c.soc_at(3.75) - 50.0).abs() < 1e-9);
+        // Halfway between (50 %, 3.75 V) and (60 %, 3.82 V).
+        assert!((c.soc_at(3.785) - 55.0).abs() < 1e-9);
+        // Outside the table: clamped to the ends.
+        assert_eq!(c.soc_at(2.5), 0.0);
+        assert_eq!(c.soc_at(4.5), 100.0);
+        assert!(c.soc_at(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn grid_inversion_equals_linear_scan() {
+        for points in [NMC_POINTS, LFP_POINTS] {
+            let c = OcvCurve::new(points).unwrap();
+            let lo = points[0].1 - 0.1;
+            let hi = points[points.len() - 1].1 + 0.1;
+            for i in 0..=100_000 {
+                let v = lo + (hi - lo) * i as f64 / 100_000.0;
+                let a = c.soc_at(v);
+                let b = naive_soc(points, v);
+                assert!((a - b).abs() < 1e-9, "v={v}: grid {a} vs scan {b}");
+            }
+            for &(s, v) in points {
+                assert!((c.soc_at(v) - s).abs() < 1e-9);
+                assert!((c.volts_at(s) - v).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn user_tables_are_validated() {
+        let e = OcvCurve::new(&[(0.0, 3.0)]).unwrap_err().to_string();
+        assert!(e.contains("at least two"), "{e}");
+        let e = OcvCurve::new(&[(0.0, 3.0), (50.0, 3.0)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("volts must be strictly increasing") && e.contains("point 2"),
+            "{e}"
+        );
+        let e = OcvCurve::new(&[(10.0, 3.0), (5.0, 3.5)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("soc must be strictly increasing"), "{e}");
+        let e = OcvCurve::new(&[(0.0, 3.0), (100.0, f64::NAN)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not finite"), "{e}");
+        // A user table outside 0–100 % is accepted; results are clamped.
+        let c = OcvCurve::new(&[(-10.0, 3.0), (110.0, 4.2)]).unwrap();
+        assert_eq!(c.soc_at(3.0), 0.0);
+        assert_eq!(c.soc_at(4.2), 100.0);
+        assert!((c.soc_at(3.6) - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn csv_tables() {
+        let c = OcvCurve::from_csv_str("soc,volts\n0,3.0\n100,4.0\n").unwrap();
+        assert!((c.soc_at(3.25) - 25.0).abs() < 1e-9);
+        let e = OcvCurve::from_csv_str("soc,volts\n0,3.0\n100,x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("'x'"), "{e}");
+    }
+}

@@ -1,0 +1,280 @@
+//! Windows and labels (SPEC §5).
+//!
+//! Per vehicle, rows are sorted by date and made dense (missing calendar days become
+//! all-NaN rows). For each position `i ≥ context`, the window holds rows `i−context … i−1`
+//! day-major (oldest day first, each day's features in `spec.features` order), NaN replaced
+//! by `spec.fill`; its label is 1.0 when any row in `i … i+horizon−1` that exists has label
+//! 1.0; its date is the date of row `i`.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+
+use crate::daily::{
+    DailyColumn, DailyRow, DailyTable, REFERENCE_COLUMNS, date_of_day, day_of_date,
+};
+use crate::error::{BmsError, Result};
+
+/// What a window is made of. The same contract a model carries in its metadata (SPEC §7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// Days of history per window (C).
+    pub context: usize,
+    /// Days ahead the label looks (H).
+    pub horizon: usize,
+    /// Daily columns per day, in order (F).
+    pub features: Vec<DailyColumn>,
+    /// Replaces NaN feature values.
+    pub fill: f64,
+    /// Emit only windows whose whole horizon lies inside the data.
+    pub full_horizon: bool,
+}
+
+impl Default for WindowSpec {
+    fn default() -> Self {
+        WindowSpec {
+            context: 14,
+            horizon: 14,
+            features: REFERENCE_COLUMNS.to_vec(),
+            fill: -1.0,
+            full_horizon: false,
+        }
+    }
+}
+
+impl WindowSpec {
+    /// Values per window: `context × features.len()`.
+    pub fn width(&self) -> usize {
+        self.context * self.features.len()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.context == 0 {
+            return Err(BmsError::invalid(
+                "window spec",
+                "context must be at least 1 day",
+            ));
+        }
+        if self.horizon == 0 {
+            return Err(BmsError::invalid(
+                "window spec",
+                "horizon must be at least 1 day",
+            ));
+        }
+        if self.features.is_empty() {
+            return Err(BmsError::invalid(
+                "window spec",
+                "the feature list is empty",
+            ));
+        }
+        if self.context > 100_000 || self.horizon > 100_000 {
+            return Err(BmsError::invalid(
+                "window spec",
+                format!(
+                    "context {} / horizon {} days is beyond any plausible history",
+                    self.context, self.horizon
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The vehicle and date a window predicts for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowKey {
+    pub vin: String,
+    pub date: NaiveDate,
+}
+
+/// Windows ready for a model: `x` is `[n, spec.width()]`, `y` the labels, `keys` the
+/// (vin, date) of each row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowBatch {
+    pub x: Array2<f32>,
+    pub y: Array1<f32>,
+    pub keys: Vec<WindowKey>,
+}
+
+impl WindowBatch {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// One vehicle's rows, dense and ready to cut: `features` is `[days × F]` already filled
+/// and in f32, `alarm` is 1 where the label is 1.0.
+struct DenseVehicle<'a> {
+    vin: &'a str,
+    first_day: i64,
+    features: Vec<f32>,
+    alarm_prefix: Vec<u32>,
+}
+
+impl DenseVehicle<'_> {
+    fn days(&self) -> usize {
+        self.alarm_prefix.len() - 1
+    }
+}
+
+fn positions(days: usize, spec: &WindowSpec) -> std::ops::Range<usize> {
+    let end = if spec.full_horizon {
+        (days + 1).saturating_sub(spec.horizon)
+    } else {
+        days
+    };
+    spec.context..end.max(spec.context)
+}
+
+fn densify<'a>(
+    vin: &'a str,
+    rows: &mut [&DailyRow],
+    spec: &WindowSpec,
+) -> Result<DenseVehicle<'a>> {
+    rows.sort_by_key(|r| r.date);
+    for w in rows.windows(2) {
+        if w[0].date == w[1].date {
+            return Err(BmsError::DuplicateDay {
+                file: None,
+                vin: vin.to_owned(),
+                date: w[0].date.to_string(),
+                first_line: 0,
+                second_line: 0,
+            });
+        }
+    }
+    let first_day = day_of_date(rows[0].date);
+    let last_day = day_of_date(rows[rows.len() - 1].date);
+    let days = (last_day - first_day + 1) as usize;
+    let nf = spec.features.len();
+    let fill = spec.fill as f32;
+    let mut features = vec![fill; days * nf];
+    let mut alarm = vec![0u32; days];
+    for r in rows.iter() {
+        let d = (day_of_date(r.date) - first_day) as usize;
+        let out = &mut features[d * nf..(d + 1) * nf];
+        for (o, &c) in out.iter_mut().zip(&spec.features) {
+            let v = r.get(c);
+            if !v.is_nan() {
+                *o = v as f32;
+            }
+        }
+        alarm[d] = u32::from(r.label == 1.0);
+    }
+    let mut alarm_prefix = Vec::with_capacity(days + 1);
+    alarm_prefix.push(0u32);
+    let mut acc = 0;
+    for a in alarm {
+        acc += a;
+        alarm_prefix.push(acc);
+    }
+    Ok(DenseVehicle {
+        vin,
+        first_day,
+        features,
+        alarm_prefix,
+    })
+}
+
+/// Windows of a whole table. Vehicles appear in order of their first row in the table (as
+/// the reference notebook's `df.VIN.unique()` loop does), windows of a vehicle in date
+/// order. A vehicle with no more than `context` days yields no window. Two rows with the
+/// same (VIN, Date) are an error naming both rows (1-based positions in the table).
+pub fn windows(table: &DailyTable, spec: &WindowSpec) -> Result<WindowBatch> {
+    spec.validate()?;
+    let mut order: Vec<&str> = Vec::new();
+    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, r) in table.rows.iter().enumerate() {
+        groups
+            .entry(r.vin.as_str())
+            .or_insert_with(|| {
+                order.push(r.vin.as_str());
+                Vec::new()
+            })
+            .push(i);
+    }
+    let mut dense = Vec::with_capacity(order.len());
+    for vin in &order {
+        let idx = &groups[vin];
+        let mut rows: Vec<&DailyRow> = idx.iter().map(|&i| &table.rows[i]).collect();
+        let v = densify(vin, &mut rows, spec).map_err(|e| match e {
+            BmsError::DuplicateDay { vin, date, .. } => {
+                let mut hits = idx
+                    .iter()
+                    .filter(|&&i| table.rows[i].date.to_string() == date)
+                    .map(|&i| i as u64 + 1);
+                let first_line = hits.next().unwrap_or(0);
+                let second_line = hits.next().unwrap_or(0);
+                BmsError::DuplicateDay {
+                    file: None,
+                    vin,
+                    date,
+                    first_line,
+                    second_line,
+                }
+            }
+            other => other,
+        })?;
+        dense.push(v);
+    }
+    Ok(cut(&dense, spec))
+}
+
+/// Windows of one vehicle's rows (any order; must all carry the same VIN).
+pub fn vehicle_windows(rows: &[DailyRow], spec: &WindowSpec) -> Result<WindowBatch> {
+    spec.validate()?;
+    let Some(first) = rows.first() else {
+        return Ok(cut(&[], spec));
+    };
+    if let Some(other) = rows.iter().find(|r| r.vin != first.vin) {
+        return Err(BmsError::invalid(
+            "vehicle rows",
+            format!("rows of VIN {} mixed with VIN {}", first.vin, other.vin),
+        ));
+    }
+    windows(
+        &DailyTable {
+            rows: rows.to_vec(),
+        },
+        spec,
+    )
+}
+
+fn cut(vehicles: &[DenseVehicle<'_>], spec: &WindowSpec) -> WindowBatch {
+    let width = spec.width();
+    let nf = spec.features.len();
+    let n: usize = vehicles
+        .iter()
+        .map(|v| positions(v.days(), spec).len())
+        .sum();
+    let mut x = Vec::with_capacity(n * width);
+    let mut y = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    for v in vehicles {
+        let days = v.days();
+        for i in positions(days, spec) {
+            x.extend_from_slice(&v.features[(i - spec.context) * nf..i * nf]);
+            let end = (i + spec.horizon).min(days);
+            y.push(if v.alarm_prefix[end] > v.alarm_prefix[i] {
+                1.0
+            } else {
+                0.0
+            });
+            keys.push(WindowKey {
+                vin: v.vin.to_owned(),
+                date: date_of_day(v.first_day + i as i64).expect("inside the vehicle's dates"),
+            });
+        }
+    }
+    WindowBatch {
+        x: Array2::from_shape_vec((n, width), x).expect("n × width values"),
+        y: Array1::from(y),
+        keys,
+    }
+}
