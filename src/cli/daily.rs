@@ -1,0 +1,108 @@
+//! `bms daily`: frames → daily table.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use bms_core::io::{self, ReadMode};
+use bms_core::{Chemistry, DailyConfig, FeatureConfig, OcvCurve, UtcOffset};
+use clap::Args;
+
+use super::{FileKind, report_counts, write_rejects};
+
+#[derive(Debug, Args)]
+pub struct DailyArgs {
+    /// Frames file: CSV (`vin,timestamp,pack_voltage,pack_current,soc,cell_v_1..N,temp_1..M[,alarm_flags]`)
+    /// or Parquet with list columns `cell_voltages` and `temperatures`.
+    #[arg(long, short, env = "BMS_INPUT")]
+    pub input: PathBuf,
+
+    /// Daily table to write: `.csv` (reference header + extended columns) or `.parquet`.
+    #[arg(long, short, env = "BMS_OUT")]
+    pub out: PathBuf,
+
+    /// Offset from UTC where calendar days start, e.g. `+08:00` for data stamped in
+    /// Beijing time.
+    #[arg(
+        long,
+        default_value = "+00:00",
+        env = "BMS_UTC_OFFSET",
+        allow_hyphen_values = true
+    )]
+    pub utc_offset: String,
+
+    /// Open-circuit-voltage curve for SOC features: `nmc`, `lfp`, or a CSV file of
+    /// `soc,volts` points (header line first, both columns strictly increasing).
+    #[arg(long, default_value = "nmc", env = "BMS_OCV")]
+    pub ocv: String,
+
+    /// Cell-voltage spread (volts) above which a frame without alarm flags counts as a
+    /// consistency alarm.
+    #[arg(long, default_value_t = bms_core::features::DEFAULT_ALARM_SPREAD_V, env = "BMS_ALARM_SPREAD_V")]
+    pub alarm_spread_v: f64,
+
+    /// Set bad input lines aside (reported, and written to `--rejects` if given) instead of
+    /// stopping at the first one.
+    #[arg(long, env = "BMS_LENIENT")]
+    pub lenient: bool,
+
+    /// With `--lenient`, write rejected lines as `line,reason` CSV here.
+    #[arg(long, requires = "lenient")]
+    pub rejects: Option<PathBuf>,
+
+    /// Write only the six reference columns and Label (CSV output only).
+    #[arg(long)]
+    pub reference_only: bool,
+}
+
+/// Resolves an `--ocv` value.
+pub fn ocv_curve(spec: &str) -> Result<OcvCurve> {
+    if let Ok(chem) = spec.parse::<Chemistry>() {
+        return Ok(OcvCurve::for_chemistry(chem));
+    }
+    let text = std::fs::read_to_string(spec)
+        .with_context(|| format!("--ocv '{spec}' is neither nmc, lfp nor a readable CSV file"))?;
+    OcvCurve::from_csv_str(&text).with_context(|| format!("OCV table {spec}"))
+}
+
+pub fn run(args: DailyArgs) -> Result<()> {
+    let config = DailyConfig {
+        features: FeatureConfig::new(ocv_curve(&args.ocv)?, args.alarm_spread_v)?,
+        utc_offset: args.utc_offset.parse::<UtcOffset>()?,
+    };
+    let mode = if args.lenient {
+        ReadMode::Lenient
+    } else {
+        ReadMode::Strict
+    };
+    let report = match FileKind::of(&args.input)? {
+        FileKind::Csv => io::read_frame_csv(&args.input, mode)?,
+        FileKind::Parquet => io::read_frames_parquet(&args.input, mode)?,
+    };
+    report_counts("frames", &args.input, &report);
+    if let Some(path) = &args.rejects {
+        write_rejects(path, &report.rejects)?;
+    }
+    let table = bms_core::daily::aggregate(&report.data, &config, Some(&args.input))?;
+    match FileKind::of(&args.out)? {
+        FileKind::Csv => io::write_daily_csv(&args.out, &table, !args.reference_only)?,
+        FileKind::Parquet => {
+            anyhow::ensure!(
+                !args.reference_only,
+                "--reference-only applies to CSV output only"
+            );
+            io::write_daily_parquet(&args.out, &table)?
+        }
+    }
+    let vehicles = {
+        let mut v: Vec<&str> = table.rows.iter().map(|r| r.vin.as_str()).collect();
+        v.dedup();
+        v.len()
+    };
+    eprintln!(
+        "{}: {} daily rows for {} vehicles",
+        args.out.display(),
+        table.len(),
+        vehicles
+    );
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Subcommands of the `bms` binary.
+
+pub mod daily;
+pub mod windows;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Predict battery "cell consistency poor" alarms from BMS telemetry.
+///
+/// Pipeline: frames → frame features → daily table → windows (+labels) → model →
+/// predictions. Each stage is a subcommand.
+#[derive(Debug, Parser)]
+#[command(name = "bms", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Aggregate a frames file (CSV or Parquet) into the daily table.
+    Daily(daily::DailyArgs),
+    /// Cut a daily table into model windows in the reference batch format.
+    Windows(windows::WindowsArgs),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Daily(args) => daily::run(args),
+        Command::Windows(args) => windows::run(args),
+    }
+}
+
+/// File formats the CLI reads and writes, chosen by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Csv,
+    Parquet,
+}
+
+impl FileKind {
+    pub fn of(path: &Path) -> Result<Self> {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("csv") => Ok(FileKind::Csv),
+            Some("parquet") | Some("pq") => Ok(FileKind::Parquet),
+            _ => anyhow::bail!(
+                "{}: cannot tell the format from the extension (use .csv or .parquet)",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Prints a reader's counts and rejects to stderr.
+pub fn report_counts<T>(what: &str, path: &Path, report: &bms_core::io::ReadReport<T>) {
+    eprintln!(
+        "{}: read {} {what}, accepted {}, rejected {}",
+        path.display(),
+        report.read,
+        report.accepted,
+        report.rejects.len()
+    );
+    for r in report.rejects.iter().take(20) {
+        eprintln!("  line {}: {}", r.line, r.reason);
+    }
+    if report.rejects.len() > 20 {
+        eprintln!("  … and {} more", report.rejects.len() - 20);
+    }
+}
+
+/// Writes rejects as `line,reason` CSV.
+pub fn write_rejects(path: &PathBuf, rejects: &[bms_core::io::Reject]) -> Result<()> {
+    let mut out = String::from("line,reason\n");
+    for r in rejects {
+        out.push_str(&format!(
+            "{},\"{}\"\n",
+            r.line,
+            r.reason.replace('"', "\"\"")
+        ));
+    }
+    std::fs::write(path, out).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}

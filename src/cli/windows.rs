@@ -1,0 +1,97 @@
+//! `bms windows`: daily table → windows in the reference batch format.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use bms_core::io::{self, ReadMode};
+use bms_core::{DailyColumn, WindowSpec};
+use clap::Args;
+
+use super::{FileKind, report_counts, write_rejects};
+
+#[derive(Debug, Args)]
+pub struct WindowsArgs {
+    /// Daily table: CSV with the reference header (extended columns optional) or Parquet.
+    #[arg(long, short, env = "BMS_INPUT")]
+    pub input: PathBuf,
+
+    /// Output CSV, one window per line: `VIN,Date,f1,…,fW` with no header (the reference
+    /// batch-scoring format); with `--labels`, the label is appended as the last field.
+    #[arg(long, short, env = "BMS_OUT")]
+    pub out: PathBuf,
+
+    /// Days of history per window.
+    #[arg(long, default_value_t = 14)]
+    pub context: usize,
+
+    /// Days ahead the label looks.
+    #[arg(long, default_value_t = 14)]
+    pub horizon: usize,
+
+    /// Comma-separated daily columns per day, in order. Default: the six reference
+    /// columns. Extended: spread_mean, spread_max, temp_delta_max, soc_deviation_mean, frames.
+    #[arg(long)]
+    pub features: Option<String>,
+
+    /// Value that replaces missing (NaN) features.
+    #[arg(long, default_value_t = -1.0, allow_hyphen_values = true)]
+    pub fill: f64,
+
+    /// Emit only windows whose whole horizon lies inside the data.
+    #[arg(long)]
+    pub full_horizon: bool,
+
+    /// Append each window's label (1.0 if an alarm day falls in its horizon) for training.
+    #[arg(long)]
+    pub labels: bool,
+
+    /// Set bad daily lines aside instead of stopping at the first one.
+    #[arg(long)]
+    pub lenient: bool,
+
+    /// With `--lenient`, write rejected lines as `line,reason` CSV here.
+    #[arg(long, requires = "lenient")]
+    pub rejects: Option<PathBuf>,
+}
+
+pub fn run(args: WindowsArgs) -> Result<()> {
+    let spec = WindowSpec {
+        context: args.context,
+        horizon: args.horizon,
+        features: match &args.features {
+            Some(list) => DailyColumn::parse_list(list)?,
+            None => WindowSpec::default().features,
+        },
+        fill: args.fill,
+        full_horizon: args.full_horizon,
+    };
+    spec.validate()?;
+    let table = match FileKind::of(&args.input)? {
+        FileKind::Csv => {
+            let mode = if args.lenient {
+                ReadMode::Lenient
+            } else {
+                ReadMode::Strict
+            };
+            let report = io::read_daily_csv(&args.input, mode)?;
+            report_counts("daily rows", &args.input, &report);
+            if let Some(path) = &args.rejects {
+                write_rejects(path, &report.rejects)?;
+            }
+            report.data
+        }
+        FileKind::Parquet => io::read_daily_parquet(&args.input)?,
+    };
+    let batch = bms_core::windows(&table, &spec)?;
+    io::write_batch_csv(&args.out, &batch, args.labels)?;
+    let alarms = batch.y.iter().filter(|&&y| y == 1.0).count();
+    eprintln!(
+        "{}: {} windows of {} values ({} with an alarm in the next {} days)",
+        args.out.display(),
+        batch.len(),
+        spec.width(),
+        alarms,
+        spec.horizon
+    );
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! The `bms` command line. `main.rs` only parses arguments; each subcommand lives in its
+//! own module under [`cli`] as an args struct plus a `run` function.
+
+pub mod cli;
