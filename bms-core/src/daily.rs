@@ -133,8 +133,9 @@ impl TryFrom<String> for DailyColumn {
     }
 }
 
-/// One vehicle-day.
-#[derive(Debug, Clone, PartialEq)]
+/// One vehicle-day. Equality treats NaN as equal to NaN (a missing value equals a missing
+/// value) and otherwise compares exactly.
+#[derive(Debug, Clone)]
 pub struct DailyRow {
     pub vin: String,
     pub date: NaiveDate,
@@ -142,6 +143,23 @@ pub struct DailyRow {
     pub values: [f64; N_DAILY_COLUMNS],
     /// 1.0 alarm day, 0.0 no alarm, NaN unknown.
     pub label: f64,
+}
+
+fn same(a: f64, b: f64) -> bool {
+    a == b || (a.is_nan() && b.is_nan())
+}
+
+impl PartialEq for DailyRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.vin == other.vin
+            && self.date == other.date
+            && same(self.label, other.label)
+            && self
+                .values
+                .iter()
+                .zip(&other.values)
+                .all(|(&a, &b)| same(a, b))
+    }
 }
 
 impl DailyRow {

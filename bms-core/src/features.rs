@@ -242,8 +242,8 @@ mod tests {
         close(f.cell_v_min, 3.75);
         close(f.cell_v_spread, 0.07);
         close(f.cell_v_mean, 3.77625);
-        // deviations: -0.02625, 0.04375, -0.02625, 0.00875 → mean square 0.0008171875
-        close(f.cell_v_std, 0.000_817_187_5f64.sqrt());
+        // deviations -0.02625, 0.04375, -0.02625, 0.00875: squares sum to 0.00336875, / 4
+        close(f.cell_v_std, 0.000_842_187_5f64.sqrt());
         assert_eq!(f.cell_v_max_idx, Some(1));
         assert_eq!(f.cell_v_min_idx, Some(0));
         close(f.temp_max, 27.0);

@@ -5,15 +5,15 @@
 //! wrong number of fields, an empty VIN, a bad date or an unparsable number is a reject
 //! (lenient) or an error (strict); blank lines are skipped and not counted.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::path::Path;
 
 use chrono::NaiveDate;
 use ndarray::Array2;
 
 use super::{
-    ReadMode, ReadReport, RejectSink, csv_error, csv_reader, fmt_f32, is_blank, open, parse_f64,
-    push_text, write_atomic,
+    LineReader, ReadMode, ReadReport, Record, RejectSink, fmt_f32, open, parse_f64, push_text,
+    write_atomic,
 };
 use crate::error::{BmsError, Location, Result};
 use crate::window::{WindowBatch, WindowKey};
@@ -54,7 +54,7 @@ pub fn read_batch_csv(path: &Path, options: BatchOptions) -> Result<ReadReport<B
     read_batch_csv_from(open(path)?, Some(path), options)
 }
 
-pub fn read_batch_csv_from<R: Read>(
+pub fn read_batch_csv_from<R: BufRead>(
     reader: R,
     file: Option<&Path>,
     options: BatchOptions,
@@ -62,8 +62,7 @@ pub fn read_batch_csv_from<R: Read>(
     if options.width == 0 {
         return Err(BmsError::invalid("batch width", "must be at least 1"));
     }
-    let mut rdr = csv_reader(reader);
-    let mut rec = csv::ByteRecord::new();
+    let mut rdr = LineReader::new(reader, file);
     let mut sink = RejectSink::new(options.mode);
     let mut keys = Vec::new();
     let mut x: Vec<f32> = Vec::new();
@@ -72,21 +71,16 @@ pub fn read_batch_csv_from<R: Read>(
     let mut read = 0u64;
     let fields = 2 + options.width + usize::from(options.labels);
     let mut row = vec![0f32; options.width];
-    loop {
-        match rdr.read_byte_record(&mut rec) {
-            Ok(false) => break,
-            Ok(true) => {}
+    while let Some(rec) = rdr.next_record()? {
+        read += 1;
+        let rec = match rec {
+            Ok(rec) => rec,
             Err(e) => {
-                read += 1;
-                sink.reject(csv_error(file, e))?;
+                sink.reject(e)?;
                 continue;
             }
-        }
-        if is_blank(&rec) {
-            continue;
-        }
-        read += 1;
-        let line = rec.position().map_or(0, |p| p.line());
+        };
+        let line = rec.line;
         match parse_line(&rec, file, line, fields, &mut row, options.labels) {
             Ok((key, label)) => {
                 keys.push(key);
@@ -114,7 +108,7 @@ pub fn read_batch_csv_from<R: Read>(
 }
 
 fn parse_line(
-    rec: &csv::ByteRecord,
+    rec: &Record<'_>,
     file: Option<&Path>,
     line: u64,
     fields: usize,
@@ -137,22 +131,22 @@ fn parse_line(
             ),
         ));
     }
-    let vin = std::str::from_utf8(&rec[0])
+    let vin = std::str::from_utf8(rec.get(0))
         .map_err(|_| BmsError::parse(loc(0), "VIN is not valid UTF-8"))?
         .trim();
     if vin.is_empty() {
         return Err(BmsError::parse(loc(0), "empty VIN"));
     }
-    let d = String::from_utf8_lossy(&rec[1]);
+    let d = String::from_utf8_lossy(rec.get(1));
     let date = NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
         .map_err(|_| BmsError::parse(loc(1), format!("'{}' is not a YYYY-MM-DD date", d.trim())))?;
     for (k, out) in row.iter_mut().enumerate() {
-        let v = parse_f64(&rec[2 + k]).map_err(|reason| BmsError::parse(loc(2 + k), reason))?;
+        let v = parse_f64(rec.get(2 + k)).map_err(|reason| BmsError::parse(loc(2 + k), reason))?;
         *out = v as f32;
     }
     let label = if with_label {
         let col = fields - 1;
-        let v = parse_f64(&rec[col]).map_err(|reason| BmsError::parse(loc(col), reason))?;
+        let v = parse_f64(rec.get(col)).map_err(|reason| BmsError::parse(loc(col), reason))?;
         if !(v == 0.0 || v == 1.0) {
             return Err(BmsError::parse(
                 loc(col),

@@ -7,14 +7,13 @@
 //! then the extended columns.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::path::Path;
 
 use chrono::NaiveDate;
 
 use super::{
-    ReadMode, ReadReport, RejectSink, csv_error, csv_reader, fmt_f64, is_blank, open, parse_f64,
-    write_atomic,
+    LineReader, ReadMode, ReadReport, Record, RejectSink, fmt_f64, open, parse_f64, write_atomic,
 };
 use crate::daily::{
     DailyColumn, DailyRow, DailyTable, EXTENDED_COLUMNS, N_DAILY_COLUMNS, REFERENCE_COLUMNS,
@@ -32,7 +31,7 @@ enum Slot {
     Label,
 }
 
-fn parse_header(rec: &csv::ByteRecord, file: Option<&Path>) -> Result<Vec<Slot>> {
+fn parse_header(rec: &Record<'_>, file: Option<&Path>) -> Result<Vec<Slot>> {
     let names: Vec<String> = rec
         .iter()
         .map(|f| {
@@ -96,36 +95,28 @@ pub fn read_daily_csv(path: &Path, mode: ReadMode) -> Result<ReadReport<DailyTab
 }
 
 /// Reads daily CSV text from any reader; `file` names it in errors.
-pub fn read_daily_csv_from<R: Read>(
+pub fn read_daily_csv_from<R: BufRead>(
     reader: R,
     file: Option<&Path>,
     mode: ReadMode,
 ) -> Result<ReadReport<DailyTable>> {
-    let mut rdr = csv_reader(reader);
-    let mut rec = csv::ByteRecord::new();
+    let mut rdr = LineReader::new(reader, file);
     let mut slots = None;
     let mut sink = RejectSink::new(mode);
     let mut rows = Vec::new();
     let mut seen: HashMap<(String, NaiveDate), u64> = HashMap::new();
     let mut read = 0u64;
-    loop {
-        match rdr.read_byte_record(&mut rec) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let err = csv_error(file, e);
-                if mode == ReadMode::Strict || slots.is_none() {
-                    return Err(err);
-                }
+    while let Some(rec) = rdr.next_record()? {
+        let rec = match rec {
+            Ok(rec) => rec,
+            Err(e) if slots.is_some() => {
                 read += 1;
-                sink.reject(err)?;
+                sink.reject(e)?;
                 continue;
             }
-        }
-        if is_blank(&rec) {
-            continue;
-        }
-        let line = rec.position().map_or(0, |p| p.line());
+            Err(e) => return Err(e),
+        };
+        let line = rec.line;
         let Some(slots) = slots.as_ref() else {
             slots = Some(parse_header(&rec, file)?);
             continue;
@@ -163,12 +154,7 @@ pub fn read_daily_csv_from<R: Read>(
     })
 }
 
-fn parse_row(
-    rec: &csv::ByteRecord,
-    slots: &[Slot],
-    file: Option<&Path>,
-    line: u64,
-) -> Result<DailyRow> {
+fn parse_row(rec: &Record<'_>, slots: &[Slot], file: Option<&Path>, line: u64) -> Result<DailyRow> {
     let loc = |col: usize| {
         let name = match slots.get(col) {
             Some(Slot::Vin) => "VIN",

@@ -5,12 +5,12 @@
 //! `alarm_flags` is a decimal or `0x` hexadecimal u32, empty when absent. Readings follow
 //! the numeric rules of the daily CSV (`nan` or empty = invalid reading = NaN).
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::path::Path;
 
 use super::{
-    ReadMode, ReadReport, RejectSink, csv_error, csv_reader, fmt_f64, is_blank, open, parse_f64,
-    push_text, write_atomic,
+    LineReader, ReadMode, ReadReport, Record, RejectSink, fmt_f64, open, parse_f64, push_text,
+    write_atomic,
 };
 use crate::error::{BmsError, Location, Result};
 use crate::frame::{FrameRef, Frames};
@@ -55,7 +55,7 @@ fn header_text(cells: usize, temps: usize, flags: bool) -> String {
     h
 }
 
-fn parse_header(rec: &csv::ByteRecord, file: Option<&Path>) -> Result<Layout> {
+fn parse_header(rec: &Record<'_>, file: Option<&Path>) -> Result<Layout> {
     let names: Vec<String> = rec
         .iter()
         .map(|f| {
@@ -102,37 +102,29 @@ pub fn read_frame_csv(path: &Path, mode: ReadMode) -> Result<ReadReport<Frames>>
     read_frame_csv_from(open(path)?, Some(path), mode)
 }
 
-pub fn read_frame_csv_from<R: Read>(
+pub fn read_frame_csv_from<R: BufRead>(
     reader: R,
     file: Option<&Path>,
     mode: ReadMode,
 ) -> Result<ReadReport<Frames>> {
-    let mut rdr = csv_reader(reader);
-    let mut rec = csv::ByteRecord::new();
+    let mut rdr = LineReader::new(reader, file);
     let mut layout: Option<Layout> = None;
     let mut sink = RejectSink::new(mode);
     let mut frames = Frames::new();
     let mut read = 0u64;
     let mut cells = Vec::new();
     let mut temps = Vec::new();
-    loop {
-        match rdr.read_byte_record(&mut rec) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let err = csv_error(file, e);
-                if layout.is_none() {
-                    return Err(err);
-                }
+    while let Some(rec) = rdr.next_record()? {
+        let rec = match rec {
+            Ok(rec) => rec,
+            Err(e) if layout.is_some() => {
                 read += 1;
-                sink.reject(err)?;
+                sink.reject(e)?;
                 continue;
             }
-        }
-        if is_blank(&rec) {
-            continue;
-        }
-        let line = rec.position().map_or(0, |p| p.line());
+            Err(e) => return Err(e),
+        };
+        let line = rec.line;
         let Some(lay) = layout else {
             layout = Some(parse_header(&rec, file)?);
             continue;
@@ -208,7 +200,7 @@ fn parse_flags(s: &str) -> std::result::Result<Option<u32>, String> {
 }
 
 fn parse_frame(
-    rec: &csv::ByteRecord,
+    rec: &Record<'_>,
     lay: &Layout,
     file: Option<&Path>,
     line: u64,
@@ -227,9 +219,9 @@ fn parse_frame(
         ));
     }
     let text = |col: usize| {
-        std::str::from_utf8(&rec[col]).map_err(|_| BmsError::parse(loc(col), "not valid UTF-8"))
+        std::str::from_utf8(rec.get(col)).map_err(|_| BmsError::parse(loc(col), "not valid UTF-8"))
     };
-    let num = |col: usize| parse_f64(&rec[col]).map_err(|r| BmsError::parse(loc(col), r));
+    let num = |col: usize| parse_f64(rec.get(col)).map_err(|r| BmsError::parse(loc(col), r));
     let vin = text(0)?.trim();
     if vin.is_empty() {
         return Err(BmsError::parse(loc(0), "empty VIN"));

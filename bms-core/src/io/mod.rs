@@ -202,34 +202,147 @@ pub(crate) fn fmt_f32(out: &mut String, v: f32) {
     }
 }
 
-pub(crate) fn csv_reader<R: std::io::Read>(r: R) -> csv::Reader<R> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(1 << 16)
-        .from_reader(r)
+/// Reads CSV one physical line at a time, so that line numbers are exact (CRLF or LF,
+/// blank lines counted but skipped). A field may be quoted (`"a,b"`, `""` for a quote)
+/// but may not span lines: none of the project's formats needs that.
+pub(crate) struct LineReader<R> {
+    r: R,
+    buf: Vec<u8>,
+    data: Vec<u8>,
+    bounds: Vec<(usize, usize)>,
+    line: u64,
+    file: Option<PathBuf>,
 }
 
-/// Converts a csv-crate error into ours, keeping the position.
-pub(crate) fn csv_error(file: Option<&Path>, e: csv::Error) -> BmsError {
-    let line = e.position().map(|p| p.line());
-    let reason = match e.kind() {
-        csv::ErrorKind::Utf8 { err, .. } => format!("invalid UTF-8 in field {}", err.field() + 1),
-        csv::ErrorKind::Io(io) => format!("read failed: {io}"),
-        _ => e.to_string(),
-    };
-    BmsError::Parse {
-        location: Location {
-            file: file.map(Path::to_path_buf),
-            line,
-            ..Default::default()
-        },
-        reason,
+/// The fields of one line.
+pub(crate) struct Record<'a> {
+    data: &'a [u8],
+    bounds: &'a [(usize, usize)],
+    /// 1-based physical line number.
+    pub line: u64,
+}
+
+impl<'a> Record<'a> {
+    pub fn len(&self) -> usize {
+        self.bounds.len()
+    }
+    pub fn get(&self, i: usize) -> &'a [u8] {
+        let (a, b) = self.bounds[i];
+        &self.data[a..b]
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        (0..self.len()).map(move |i| self.get(i))
     }
 }
 
-pub(crate) fn is_blank(rec: &csv::ByteRecord) -> bool {
-    rec.len() == 0 || (rec.len() == 1 && rec[0].iter().all(u8::is_ascii_whitespace))
+impl<R: std::io::BufRead> LineReader<R> {
+    pub fn new(r: R, file: Option<&Path>) -> Self {
+        LineReader {
+            r,
+            buf: Vec::with_capacity(4096),
+            data: Vec::with_capacity(4096),
+            bounds: Vec::new(),
+            line: 0,
+            file: file.map(Path::to_path_buf),
+        }
+    }
+
+    /// The next non-blank line, `None` at the end. A read failure is an error; a line that
+    /// cannot be split (unterminated quote) is an inner error naming the line.
+    #[allow(clippy::type_complexity)]
+    pub fn next_record(&mut self) -> Result<Option<Result<Record<'_>>>> {
+        loop {
+            self.buf.clear();
+            let n = self.r.read_until(b'\n', &mut self.buf).map_err(|e| {
+                BmsError::parse(
+                    Location::new(self.file.clone()).line(self.line + 1),
+                    format!("read failed: {e}"),
+                )
+            })?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            let mut end = self.buf.len();
+            while end > 0 && (self.buf[end - 1] == b'\n' || self.buf[end - 1] == b'\r') {
+                end -= 1;
+            }
+            if self.buf[..end].iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if let Err(e) = self.split(end) {
+                return Ok(Some(Err(e)));
+            }
+            return Ok(Some(Ok(Record {
+                data: &self.data,
+                bounds: &self.bounds,
+                line: self.line,
+            })));
+        }
+    }
+
+    fn split(&mut self, end: usize) -> Result<()> {
+        self.data.clear();
+        self.bounds.clear();
+        let line = &self.buf[..end];
+        if !line.contains(&b'"') {
+            self.data.extend_from_slice(line);
+            let mut start = 0;
+            for (i, &b) in line.iter().enumerate() {
+                if b == b',' {
+                    self.bounds.push((start, i));
+                    start = i + 1;
+                }
+            }
+            self.bounds.push((start, line.len()));
+            return Ok(());
+        }
+        let mut i = 0;
+        loop {
+            let start = self.data.len();
+            if line.get(i) == Some(&b'"') {
+                i += 1;
+                loop {
+                    match line.get(i) {
+                        None => {
+                            return Err(BmsError::parse(
+                                Location::new(self.file.clone())
+                                    .line(self.line)
+                                    .column(self.bounds.len() + 1, None),
+                                "unterminated quoted field",
+                            ));
+                        }
+                        Some(b'"') if line.get(i + 1) == Some(&b'"') => {
+                            self.data.push(b'"');
+                            i += 2;
+                        }
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(&b) => {
+                            self.data.push(b);
+                            i += 1;
+                        }
+                    }
+                }
+                while i < line.len() && line[i] != b',' {
+                    self.data.push(line[i]);
+                    i += 1;
+                }
+            } else {
+                while i < line.len() && line[i] != b',' {
+                    self.data.push(line[i]);
+                    i += 1;
+                }
+            }
+            self.bounds.push((start, self.data.len()));
+            if i >= line.len() {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
 }
 
 /// Appends a text field, quoted when it holds a separator, quote or line break.
