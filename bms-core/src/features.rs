@@ -134,32 +134,12 @@ struct CellStats {
     soc_mean: f64,
 }
 
+/// One pass over the cells: extremes, shifted sums for mean and variance (shifting by the
+/// first valid value keeps the variance exact to rounding at cell-voltage magnitudes), and
+/// the sum of per-cell SOC.
 #[inline]
 fn cell_stats(v: &[f64], ocv: &OcvCurve) -> CellStats {
-    let mut max = f64::NEG_INFINITY;
-    let mut min = f64::INFINITY;
-    let mut max_idx = usize::MAX;
-    let mut min_idx = usize::MAX;
-    let mut sum = 0.0;
-    let mut soc_sum = 0.0;
-    let mut n = 0usize;
-    for (i, &x) in v.iter().enumerate() {
-        if x.is_nan() {
-            continue;
-        }
-        if x > max {
-            max = x;
-            max_idx = i;
-        }
-        if x < min {
-            min = x;
-            min_idx = i;
-        }
-        sum += x;
-        soc_sum += ocv.soc_at(x);
-        n += 1;
-    }
-    if n == 0 {
+    let Some(&k) = v.iter().find(|x| !x.is_nan()) else {
         return CellStats {
             max: f64::NAN,
             min: f64::NAN,
@@ -169,46 +149,100 @@ fn cell_stats(v: &[f64], ocv: &OcvCurve) -> CellStats {
             min_idx: None,
             soc_mean: f64::NAN,
         };
+    };
+    // Pass 1, branch-free over four lanes so it vectorises: a NaN loses every comparison
+    // and contributes zero to the sums and the count.
+    let mut max = [k; 4];
+    let mut min = [k; 4];
+    let mut s1 = [0.0; 4];
+    let mut s2 = [0.0; 4];
+    let mut cnt = [0.0; 4];
+    let chunks = v.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..4 {
+            let x = c[l];
+            let ok = !x.is_nan();
+            max[l] = if x > max[l] { x } else { max[l] };
+            min[l] = if x < min[l] { x } else { min[l] };
+            let d = if ok { x - k } else { 0.0 };
+            s1[l] += d;
+            s2[l] += d * d;
+            cnt[l] += if ok { 1.0 } else { 0.0 };
+        }
     }
-    let mean = sum / n as f64;
-    let mut ss = 0.0;
-    for &x in v {
-        if !x.is_nan() {
-            let d = x - mean;
-            ss += d * d;
+    for (l, &x) in rest.iter().enumerate() {
+        let ok = !x.is_nan();
+        max[l] = if x > max[l] { x } else { max[l] };
+        min[l] = if x < min[l] { x } else { min[l] };
+        let d = if ok { x - k } else { 0.0 };
+        s1[l] += d;
+        s2[l] += d * d;
+        cnt[l] += if ok { 1.0 } else { 0.0 };
+    }
+    let max = max[0].max(max[1]).max(max[2].max(max[3]));
+    let min = min[0].min(min[1]).min(min[2].min(min[3]));
+    let nf = (cnt[0] + cnt[1]) + (cnt[2] + cnt[3]);
+    let mean_d = ((s1[0] + s1[1]) + (s1[2] + s1[3])) / nf;
+    let sq = ((s2[0] + s2[1]) + (s2[2] + s2[3])) / nf;
+    let (mut max_idx, mut min_idx) = (None, None);
+    for (i, &x) in v.iter().enumerate() {
+        if max_idx.is_none() && x == max {
+            max_idx = Some(i);
+        }
+        if min_idx.is_none() && x == min {
+            min_idx = Some(i);
+        }
+        if max_idx.is_some() && min_idx.is_some() {
+            break;
         }
     }
     CellStats {
         max,
         min,
-        mean,
-        std: (ss / n as f64).sqrt(),
-        max_idx: Some(max_idx),
-        min_idx: Some(min_idx),
-        soc_mean: soc_sum / n as f64,
+        mean: k + mean_d,
+        std: (sq - mean_d * mean_d).max(0.0).sqrt(),
+        max_idx,
+        min_idx,
+        soc_mean: ocv.mean_soc(v, min, max, k + mean_d, nf),
     }
 }
 
+/// Max, min and mean of the valid probes, branch-free over four lanes.
 #[inline]
 fn temp_stats(t: &[f64]) -> (f64, f64, f64) {
-    let mut max = f64::NEG_INFINITY;
-    let mut min = f64::INFINITY;
-    let mut sum = 0.0;
-    let mut n = 0usize;
-    for &x in t {
-        if x.is_nan() {
-            continue;
+    let mut max = [f64::NEG_INFINITY; 4];
+    let mut min = [f64::INFINITY; 4];
+    let mut sum = [0.0; 4];
+    let mut cnt = [0.0; 4];
+    let chunks = t.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..4 {
+            let x = c[l];
+            let ok = !x.is_nan();
+            max[l] = if x > max[l] { x } else { max[l] };
+            min[l] = if x < min[l] { x } else { min[l] };
+            sum[l] += if ok { x } else { 0.0 };
+            cnt[l] += if ok { 1.0 } else { 0.0 };
         }
-        max = max.max(x);
-        min = min.min(x);
-        sum += x;
-        n += 1;
     }
-    if n == 0 {
-        (f64::NAN, f64::NAN, f64::NAN)
-    } else {
-        (max, min, sum / n as f64)
+    for (l, &x) in rest.iter().enumerate() {
+        let ok = !x.is_nan();
+        max[l] = if x > max[l] { x } else { max[l] };
+        min[l] = if x < min[l] { x } else { min[l] };
+        sum[l] += if ok { x } else { 0.0 };
+        cnt[l] += if ok { 1.0 } else { 0.0 };
     }
+    let n = (cnt[0] + cnt[1]) + (cnt[2] + cnt[3]);
+    if n == 0.0 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    (
+        max[0].max(max[1]).max(max[2].max(max[3])),
+        min[0].min(min[1]).min(min[2].min(min[3])),
+        ((sum[0] + sum[1]) + (sum[2] + sum[3])) / n,
+    )
 }
 
 #[cfg(test)]
@@ -322,6 +356,64 @@ mod tests {
         assert!(!frame_features(&frame(&wide, &[20.0], None), &cfg).consistency_alarm);
         assert!(FeatureConfig::new(OcvCurve::nmc(), f64::NAN).is_err());
         assert!(FeatureConfig::new(OcvCurve::nmc(), -0.1).is_err());
+    }
+
+    /// Straight from the definitions: two passes, one OCV lookup per cell.
+    fn naive(cells: &[f64], temps: &[f64], soc: f64, ocv: &OcvCurve) -> [f64; 9] {
+        let vc: Vec<f64> = cells.iter().copied().filter(|x| !x.is_nan()).collect();
+        let vt: Vec<f64> = temps.iter().copied().filter(|x| !x.is_nan()).collect();
+        let n = vc.len() as f64;
+        let mean = vc.iter().sum::<f64>() / n;
+        let var = vc.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+        let socs: Vec<f64> = vc.iter().map(|&v| ocv.soc_at(v)).collect();
+        let smax = socs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let smin = socs.iter().cloned().fold(f64::INFINITY, f64::min);
+        [
+            vc.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            vc.iter().cloned().fold(f64::INFINITY, f64::min),
+            mean,
+            var.sqrt(),
+            vt.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            vt.iter().cloned().fold(f64::INFINITY, f64::min),
+            vt.iter().sum::<f64>() / vt.len() as f64,
+            smax - smin,
+            soc - socs.iter().sum::<f64>() / n,
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn equals_the_definitions(
+            base in 2.9f64..4.3,
+            spread in proptest::prop_oneof![0.0f64..0.03, 0.0f64..0.6],
+            noise in proptest::collection::vec(0.0f64..1.0, 1..100),
+            nan_at in proptest::collection::vec(0usize..100, 0..4),
+            temps in proptest::collection::vec(-30.0f64..60.0, 1..40),
+            lfp in proptest::bool::ANY,
+        ) {
+            let mut cells: Vec<f64> = noise
+                .iter()
+                .map(|u| ((base + spread * (u - 0.5)) * 1000.0).round() / 1000.0)
+                .collect();
+            for &i in &nan_at {
+                if i < cells.len() && cells.iter().filter(|x| !x.is_nan()).count() > 1 {
+                    cells[i] = f64::NAN;
+                }
+            }
+            let cfg = FeatureConfig::for_chemistry(if lfp { Chemistry::Lfp } else { Chemistry::Nmc });
+            let f = frame_features(&frame(&cells, &temps, None), &cfg);
+            let want = naive(&cells, &temps, 55.0, &cfg.ocv);
+            let got = [
+                f.cell_v_max, f.cell_v_min, f.cell_v_mean, f.cell_v_std, f.temp_max, f.temp_min,
+                f.temp_mean, f.soc_deviation, f.soc_bias,
+            ];
+            for (k, (g, w)) in got.iter().zip(want).enumerate() {
+                proptest::prop_assert!((g - w).abs() < 1e-9, "feature {}: {} vs {}", k, g, w);
+            }
+            let first = |x: f64| cells.iter().position(|&c| c == x);
+            proptest::prop_assert_eq!(f.cell_v_max_idx, first(want[0]));
+            proptest::prop_assert_eq!(f.cell_v_min_idx, first(want[1]));
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BmsError, Result};
 
-const GRID_BINS: usize = 2048;
+const GRID_BINS: usize = 512;
 
 /// Chemistries with a shipped default curve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -88,6 +88,19 @@ pub struct OcvCurve {
     inv_bin: f64,
     /// For each grid bin, the segment holding the bin's lower edge.
     bin_segment: Vec<u16>,
+    /// For each grid bin, that segment's interpolation and the voltage above which the bin
+    /// leaves it (+∞ when the whole bin lies in the segment).
+    lut: Box<[Bin; GRID_BINS + 1]>,
+    /// Per linear piece (see `piece`): true when SOC on it stays within 0–100 %.
+    piece_in_range: Vec<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Bin {
+    v0: f64,
+    s0: f64,
+    slope: f64,
+    upper: f64,
 }
 
 impl OcvCurve {
@@ -141,7 +154,31 @@ impl OcvCurve {
             }
             bin_segment.push(seg as u16);
         }
+        let lut = (0..=GRID_BINS)
+            .map(|b| {
+                let seg = bin_segment[b] as usize;
+                let next_edge = v_lo + (b + 1) as f64 / inv_bin;
+                Bin {
+                    v0: volts[seg],
+                    s0: soc[seg],
+                    slope: slope[seg],
+                    upper: if volts[seg + 1] < next_edge && seg + 2 < volts.len() {
+                        volts[seg + 1]
+                    } else {
+                        f64::INFINITY
+                    },
+                }
+            })
+            .collect::<Vec<Bin>>()
+            .into_boxed_slice()
+            .try_into()
+            .expect("GRID_BINS + 1 bins");
+        let inside = |x: f64| (0.0..=100.0).contains(&x);
+        let mut piece_in_range = vec![true];
+        piece_in_range.extend((0..soc.len() - 1).map(|k| inside(soc[k]) && inside(soc[k + 1])));
+        piece_in_range.push(true);
         Ok(OcvCurve {
+            piece_in_range,
             soc,
             volts,
             slope,
@@ -149,6 +186,7 @@ impl OcvCurve {
             v_hi,
             inv_bin,
             bin_segment,
+            lut,
         })
     }
 
@@ -223,6 +261,74 @@ impl OcvCurve {
         soc.clamp(0.0, 100.0)
     }
 
+    /// [`OcvCurve::soc_at`] for a voltage known not to be NaN, with the same result, built
+    /// for the per-cell hot loop: one table read and one compare on the common path.
+    #[inline(always)]
+    pub fn soc_at_valid(&self, volts: f64) -> f64 {
+        let x = (volts - self.v_lo) * self.inv_bin;
+        if x > 0.0 && x < GRID_BINS as f64 {
+            let e = &self.lut[(x as usize).min(GRID_BINS)];
+            if volts <= e.upper {
+                return (e.s0 + (volts - e.v0) * e.slope).clamp(0.0, 100.0);
+            }
+        }
+        self.soc_at_cold(volts)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn soc_at_cold(&self, volts: f64) -> f64 {
+        self.soc_at(volts)
+    }
+
+    /// The linear piece holding `volts` (not NaN): 0 below the table, `k + 1` inside
+    /// segment `k`, `points` above the table.
+    #[inline]
+    fn piece(&self, volts: f64) -> usize {
+        if volts <= self.v_lo {
+            return 0;
+        }
+        if volts >= self.v_hi {
+            return self.soc.len();
+        }
+        let bin = (((volts - self.v_lo) * self.inv_bin) as usize).min(GRID_BINS);
+        let mut seg = self.bin_segment[bin] as usize;
+        while volts > self.volts[seg + 1] {
+            seg += 1;
+        }
+        seg + 1
+    }
+
+    /// Mean per-cell SOC of `cells` (NaN skipped), given the valid extremes `min`, `max`,
+    /// the mean voltage and the number of valid cells.
+    ///
+    /// When both extremes lie on one linear piece of the curve (and the piece's SOC stays
+    /// inside 0–100 %, so clamping is the identity), every valid cell does too, and the mean
+    /// of a linear function is the function of the mean: one evaluation instead of one per
+    /// cell. Otherwise each cell is looked up.
+    #[inline]
+    pub(crate) fn mean_soc(&self, cells: &[f64], min: f64, max: f64, mean: f64, n: f64) -> f64 {
+        let p = self.piece(min);
+        if p == self.piece(max) && self.piece_in_range[p] {
+            return self.soc_at_valid(mean.clamp(min, max));
+        }
+        let mut acc = [0.0; 2];
+        let pairs = cells.chunks_exact(2);
+        let odd = pairs.remainder();
+        for c in pairs {
+            if !c[0].is_nan() {
+                acc[0] += self.soc_at_valid(c[0]);
+            }
+            if !c[1].is_nan() {
+                acc[1] += self.soc_at_valid(c[1]);
+            }
+        }
+        if let Some(&x) = odd.first().filter(|x| !x.is_nan()) {
+            acc[0] += self.soc_at_valid(x);
+        }
+        (acc[0] + acc[1]) / n
+    }
+
     /// Cell open-circuit voltage at `soc` % (the forward curve; used by the simulator).
     pub fn volts_at(&self, soc: f64) -> f64 {
         if soc.is_nan() {
@@ -285,6 +391,7 @@ mod tests {
                 let a = c.soc_at(v);
                 let b = naive_soc(points, v);
                 assert!((a - b).abs() < 1e-9, "v={v}: grid {a} vs scan {b}");
+                assert_eq!(a.to_bits(), c.soc_at_valid(v).to_bits(), "v={v}");
             }
             for &(s, v) in points {
                 assert!((c.soc_at(v) - s).abs() < 1e-9);
@@ -317,6 +424,22 @@ mod tests {
         assert_eq!(c.soc_at(3.0), 0.0);
         assert_eq!(c.soc_at(4.2), 100.0);
         assert!((c.soc_at(3.6) - 50.0).abs() < 1e-9);
+        // Breakpoints closer together than a grid bin take the exact slow path.
+        let pts = [
+            (0.0, 3.0),
+            (10.0, 3.0001),
+            (20.0, 3.0002),
+            (30.0, 3.0003),
+            (100.0, 4.0),
+        ];
+        let c = OcvCurve::new(&pts).unwrap();
+        for i in 0..=4000 {
+            let v = 2.99 + i as f64 * 0.00001;
+            assert!(
+                (c.soc_at_valid(v) - naive_soc(&pts, v)).abs() < 1e-9,
+                "v={v}"
+            );
+        }
     }
 
     #[test]

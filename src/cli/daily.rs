@@ -7,7 +7,7 @@ use bms_core::io::{self, ReadMode};
 use bms_core::{Chemistry, DailyConfig, FeatureConfig, OcvCurve, UtcOffset};
 use clap::Args;
 
-use super::{FileKind, report_counts, write_rejects};
+use super::{FileKind, ensure_parent, report_counts, write_rejects};
 
 #[derive(Debug, Args)]
 pub struct DailyArgs {
@@ -80,9 +80,11 @@ pub fn run(args: DailyArgs) -> Result<()> {
     };
     report_counts("frames", &args.input, &report);
     if let Some(path) = &args.rejects {
+        ensure_parent(path)?;
         write_rejects(path, &report.rejects)?;
     }
     let table = bms_core::daily::aggregate(&report.data, &config, Some(&args.input))?;
+    ensure_parent(&args.out)?;
     match FileKind::of(&args.out)? {
         FileKind::Csv => io::write_daily_csv(&args.out, &table, !args.reference_only)?,
         FileKind::Parquet => {

@@ -59,6 +59,15 @@ impl FileKind {
     }
 }
 
+/// Creates the directory an output file goes into, when missing.
+pub fn ensure_parent(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create directory {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Prints a reader's counts and rejects to stderr.
 pub fn report_counts<T>(what: &str, path: &Path, report: &bms_core::io::ReadReport<T>) {
     eprintln!(

@@ -7,7 +7,7 @@ use bms_core::io::{self, ReadMode};
 use bms_core::{DailyColumn, WindowSpec};
 use clap::Args;
 
-use super::{FileKind, report_counts, write_rejects};
+use super::{FileKind, ensure_parent, report_counts, write_rejects};
 
 #[derive(Debug, Args)]
 pub struct WindowsArgs {
@@ -76,6 +76,7 @@ pub fn run(args: WindowsArgs) -> Result<()> {
             let report = io::read_daily_csv(&args.input, mode)?;
             report_counts("daily rows", &args.input, &report);
             if let Some(path) = &args.rejects {
+                ensure_parent(path)?;
                 write_rejects(path, &report.rejects)?;
             }
             report.data
@@ -83,6 +84,7 @@ pub fn run(args: WindowsArgs) -> Result<()> {
         FileKind::Parquet => io::read_daily_parquet(&args.input)?,
     };
     let batch = bms_core::windows(&table, &spec)?;
+    ensure_parent(&args.out)?;
     io::write_batch_csv(&args.out, &batch, args.labels)?;
     let alarms = batch.y.iter().filter(|&&y| y == 1.0).count();
     eprintln!(

@@ -265,11 +265,7 @@ fn f64_values(a: &ArrayRef, name: &str, file: &Path) -> Result<Vec<f64>> {
 /// Per-row value ranges (None for a null list) and the flat values.
 type ListColumn = (Vec<Option<(usize, usize)>>, Vec<f64>);
 
-fn list_values(
-    a: &ArrayRef,
-    name: &str,
-    file: &Path,
-) -> Result<ListColumn> {
+fn list_values(a: &ArrayRef, name: &str, file: &Path) -> Result<ListColumn> {
     let (offsets, values, nulls): (Vec<(usize, usize)>, ArrayRef, Option<_>) = match a.data_type() {
         DataType::List(_) => {
             let l = a.as_list::<i32>();

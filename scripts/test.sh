@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the Rust workspace (unit, integration, CLI end-to-end).
+# Usage: ./scripts/test.sh      (from anywhere; builds what it needs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked

@@ -1,0 +1,299 @@
+//! End-to-end tests of the `bms` binary: `daily` and `windows`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bms(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bms"))
+        .args(args)
+        .output()
+        .expect("run bms")
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/frames-small.csv")
+}
+
+fn text(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn daily_then_windows_on_the_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let daily = dir.path().join("daily.csv");
+    let out = bms(&[
+        "daily",
+        "-i",
+        example().to_str().unwrap(),
+        "-o",
+        daily.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("read 1116 frames, accepted 1116, rejected 0"),
+        "{}",
+        stderr(&out)
+    );
+    let d = text(&daily);
+    let header = d.lines().next().unwrap();
+    assert!(header.starts_with("VIN,Date,TotalVoltage,TotalCurrent,CellMaxVoltage,CellMinVoltage,MaxTemperature,MinTemperature,Label,spread_mean"));
+    // Dense calendar: every vehicle has consecutive dates from its first to its last day.
+    let rows: Vec<Vec<&str>> = d.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    for w in rows.windows(2) {
+        if w[0][0] == w[1][0] {
+            let a: chrono::NaiveDate = w[0][1].parse().unwrap();
+            let b: chrono::NaiveDate = w[1][1].parse().unwrap();
+            assert_eq!(b - a, chrono::Duration::days(1));
+        }
+    }
+    // The drifting vehicle alarms; the healthy ones do not.
+    let alarms = |vin: &str| rows.iter().filter(|r| r[0] == vin && r[8] == "1.0").count();
+    assert!(alarms("LSMALL00000000003") > 0);
+    assert_eq!(alarms("LSMALL00000000001"), 0);
+
+    let win = dir.path().join("w.csv");
+    let out = bms(&[
+        "windows",
+        "-i",
+        daily.to_str().unwrap(),
+        "-o",
+        win.to_str().unwrap(),
+        "--labels",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let w = text(&win);
+    let first: Vec<&str> = w.lines().next().unwrap().split(',').collect();
+    assert_eq!(first.len(), 2 + 84 + 1);
+    // Each vehicle has (days − 14) windows.
+    let days = |vin: &str| rows.iter().filter(|r| r[0] == vin).count();
+    let n: usize = [
+        "LSMALL00000000001",
+        "LSMALL00000000002",
+        "LSMALL00000000003",
+    ]
+    .iter()
+    .map(|v| days(v).saturating_sub(14))
+    .sum();
+    assert_eq!(w.lines().count(), n);
+    // Parquet daily output gives the same windows.
+    let dpq = dir.path().join("daily.parquet");
+    assert!(
+        bms(&[
+            "daily",
+            "-i",
+            example().to_str().unwrap(),
+            "-o",
+            dpq.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let win2 = dir.path().join("w2.csv");
+    assert!(
+        bms(&[
+            "windows",
+            "-i",
+            dpq.to_str().unwrap(),
+            "-o",
+            win2.to_str().unwrap(),
+            "--labels"
+        ])
+        .status
+        .success()
+    );
+    assert_eq!(text(&win2), w);
+}
+
+#[test]
+fn windows_options_change_the_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let daily = dir.path().join("daily.csv");
+    assert!(
+        bms(&[
+            "daily",
+            "-i",
+            example().to_str().unwrap(),
+            "-o",
+            daily.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let win = dir.path().join("w.csv");
+    let out = bms(&[
+        "windows",
+        "-i",
+        daily.to_str().unwrap(),
+        "-o",
+        win.to_str().unwrap(),
+        "--context",
+        "7",
+        "--features",
+        "spread_mean,TotalVoltage",
+        "--fill",
+        "-999",
+        "--full-horizon",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let w = text(&win);
+    let first: Vec<&str> = w.lines().next().unwrap().split(',').collect();
+    assert_eq!(first.len(), 2 + 14);
+    assert!(w.contains("-999.0"), "fill value used for empty days");
+}
+
+#[test]
+fn errors_are_clear_and_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().join("o.csv");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "daily".into(),
+                "-i".into(),
+                "/nonexistent/f.csv".into(),
+                "-o".into(),
+                o.display().to_string(),
+            ],
+            "/nonexistent/f.csv: No such file",
+        ),
+        (
+            vec![
+                "daily".into(),
+                "-i".into(),
+                example().display().to_string(),
+                "-o".into(),
+                dir.path().join("o.txt").display().to_string(),
+            ],
+            "cannot tell the format",
+        ),
+        (
+            vec![
+                "daily".into(),
+                "-i".into(),
+                example().display().to_string(),
+                "-o".into(),
+                o.display().to_string(),
+                "--utc-offset".into(),
+                "+25:00".into(),
+            ],
+            "invalid UTC offset",
+        ),
+        (
+            vec![
+                "daily".into(),
+                "-i".into(),
+                example().display().to_string(),
+                "-o".into(),
+                o.display().to_string(),
+                "--ocv".into(),
+                "xyz".into(),
+            ],
+            "neither nmc, lfp nor a readable CSV file",
+        ),
+        (
+            vec![
+                "windows".into(),
+                "-i".into(),
+                example().display().to_string(),
+                "-o".into(),
+                o.display().to_string(),
+            ],
+            "header: expected",
+        ),
+        (
+            vec![
+                "windows".into(),
+                "-i".into(),
+                example().display().to_string(),
+                "-o".into(),
+                o.display().to_string(),
+                "--features".into(),
+                "Volts".into(),
+            ],
+            "invalid daily column: 'Volts'",
+        ),
+        (
+            vec![
+                "windows".into(),
+                "-i".into(),
+                example().display().to_string(),
+                "-o".into(),
+                o.display().to_string(),
+                "--context".into(),
+                "0".into(),
+            ],
+            "context must be at least 1 day",
+        ),
+    ];
+    for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = bms(&args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let e = stderr(&out);
+        assert!(e.contains(want), "{args:?}: expected «{want}» in «{e}»");
+        assert!(!e.contains("panicked"), "{e}");
+    }
+}
+
+#[test]
+fn lenient_mode_reports_and_writes_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("f.csv");
+    let mut t = text(&example());
+    t.push_str("LSMALL00000000001,notatime,1,2,3,1,1,1,1,1,1,1,1,1,1,1,1\nshort,line\n");
+    std::fs::write(&frames, &t).unwrap();
+    let o = dir.path().join("d.csv");
+    let strict = bms(&[
+        "daily",
+        "-i",
+        frames.to_str().unwrap(),
+        "-o",
+        o.to_str().unwrap(),
+    ]);
+    assert!(!strict.status.success());
+    assert!(
+        stderr(&strict).contains("line 1118, column 2 (timestamp)"),
+        "{}",
+        stderr(&strict)
+    );
+    assert!(!o.exists(), "no output on failure");
+    let rej = dir.path().join("rejects.csv");
+    let out = bms(&[
+        "daily",
+        "-i",
+        frames.to_str().unwrap(),
+        "-o",
+        o.to_str().unwrap(),
+        "--lenient",
+        "--rejects",
+        rej.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("read 1118 frames, accepted 1116, rejected 2"),
+        "{}",
+        stderr(&out)
+    );
+    let r = text(&rej);
+    assert!(r.starts_with("line,reason\n1118,"), "{r}");
+    assert!(r.contains("1119,\"expected 17 fields, found 2\""), "{r}");
+}
+
+#[test]
+fn help_explains_every_flag() {
+    for cmd in ["daily", "windows"] {
+        let out = bms(&[cmd, "--help"]);
+        assert!(out.status.success());
+        let h = String::from_utf8_lossy(&out.stdout);
+        for flag in ["--input", "--out", "--lenient"] {
+            assert!(h.contains(flag), "{cmd} --help lacks {flag}");
+        }
+    }
+    let h = String::from_utf8_lossy(&bms(&["daily", "--help"]).stdout).into_owned();
+    assert!(h.contains("Beijing"), "{h}");
+}
