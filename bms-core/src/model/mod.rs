@@ -374,7 +374,7 @@ fn choose_outputs(names: &[String], facts: &[TypedFact]) -> Result<((usize, Take
             && f.rank() == 1
             && matches!(
                 f.datum_type,
-                DatumType::I64 | DatumType::I32 | DatumType::I16 | DatumType::I8
+                DatumType::I64 | DatumType::I32 | DatumType::I16 | DatumType::I8 | DatumType::TDim
             )
     });
     Ok((probability, label))

@@ -618,7 +618,7 @@ impl CompiledEnsemble {
             .as_slice()
             .ok_or_else(|| BmsError::model("tree ensemble: input is not contiguous"))?;
         let nacc = self.n_accumulators;
-        let mut acc = vec![0f64; n_rows * nacc];
+        let mut acc = vec![0f32; n_rows * nacc];
         let track = matches!(
             self.kind,
             EnsembleKind::Regressor {
@@ -653,7 +653,7 @@ impl CompiledEnsemble {
                     let row_acc = &mut acc[(r0 + b) * nacc..(r0 + b + 1) * nacc];
                     match &self.leaves {
                         Leaves::Single { value } => {
-                            let v = f64::from(value[l]);
+                            let v = value[l];
                             if track {
                                 combine(aggregate, &mut row_acc[0], &mut seen[(r0 + b) * nacc], v);
                             } else {
@@ -667,7 +667,7 @@ impl CompiledEnsemble {
                         } => {
                             for k in offsets[l] as usize..offsets[l + 1] as usize {
                                 let o = output[k] as usize;
-                                let v = f64::from(weight[k]);
+                                let v = weight[k];
                                 if track {
                                     combine(
                                         aggregate,
@@ -708,13 +708,13 @@ impl CompiledEnsemble {
         }
     }
 
-    fn finish(&self, n_rows: usize, acc: Vec<f64>) -> EnsembleOutput {
+    fn finish(&self, n_rows: usize, acc: Vec<f32>) -> EnsembleOutput {
         let n_out = self.n_outputs();
         let nacc = self.n_accumulators;
         let mut scores = Array2::<f32>::zeros((n_rows, n_out));
         match &self.kind {
             EnsembleKind::Regressor { aggregate, .. } => {
-                let n_trees = self.roots.len().max(1) as f64;
+                let n_trees = self.roots.len().max(1) as f32;
                 let mut row = vec![0f64; n_out];
                 for (r, mut out) in scores.axis_iter_mut(Axis(0)).enumerate() {
                     for t in 0..n_out {
@@ -724,7 +724,7 @@ impl CompiledEnsemble {
                         } else {
                             v
                         };
-                        row[t] = v + f64::from(self.base[t]);
+                        row[t] = f64::from(v + self.base[t]);
                     }
                     self.transform(&mut row);
                     for t in 0..n_out {
@@ -741,7 +741,7 @@ impl CompiledEnsemble {
                 match self.class_mode {
                     ClassMode::BinarySingle { probability_leaves } => {
                         for r in 0..n_rows {
-                            let s = acc[r] + f64::from(self.base[0]);
+                            let s = f64::from(acc[r] + self.base[0]);
                             let (p0, p1) = match self.post_transform {
                                 PostTransform::Logistic => (sigmoid(-s), sigmoid(s)),
                                 _ if probability_leaves => (1.0 - s, s),
@@ -756,7 +756,7 @@ impl CompiledEnsemble {
                         let mut row = vec![0f64; n_out];
                         for r in 0..n_rows {
                             for c in 0..n_out {
-                                row[c] = acc[r * nacc + c] + f64::from(self.base[c]);
+                                row[c] = f64::from(acc[r * nacc + c] + self.base[c]);
                             }
                             labels[r] = argmax(&row);
                             self.transform(&mut row);
@@ -783,7 +783,7 @@ impl CompiledEnsemble {
     }
 }
 
-fn combine(aggregate: Aggregate, acc: &mut f64, seen: &mut bool, v: f64) {
+fn combine(aggregate: Aggregate, acc: &mut f32, seen: &mut bool, v: f32) {
     match aggregate {
         Aggregate::Min if *seen => *acc = acc.min(v),
         Aggregate::Max if *seen => *acc = acc.max(v),
