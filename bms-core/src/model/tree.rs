@@ -18,7 +18,7 @@
 //!   ties);
 //! - a binary classifier whose leaves all carry one class id holds a single score `s`
 //!   (the positive class's margin). Its base value is the single element of
-//!   `base_values` (or the element of that class id when there are two), and its
+//!   `base_values` (the positive class's element when there are two), and its
 //!   output is `[1 − σ(s), σ(s)]` (computed as `[σ(−s), σ(s)]`) under `LOGISTIC`; without
 //!   a logistic it is `[1 − s, s]` when every leaf weight is non-negative (probability
 //!   leaves) and `[−s, s]` otherwise, as onnxruntime does;
@@ -462,14 +462,13 @@ impl EnsembleDef {
         used_ids.dedup();
         let all_non_negative = self.leaf_weights.iter().all(|w| *w >= 0.0);
 
-        let (class_mode, n_accumulators, base, out_id): (ClassMode, usize, Vec<f32>, Option<i64>) =
+        let (class_mode, n_accumulators, base, single_score): (ClassMode, usize, Vec<f32>, bool) =
             match &kind {
                 EnsembleKind::Classifier { .. } if n_outputs == 2 && used_ids.len() <= 1 => {
-                    let class = used_ids.first().copied().unwrap_or(1);
                     let base = match self.base_values.len() {
                         0 => 0.0,
                         1 => self.base_values[0],
-                        2 => self.base_values[class as usize],
+                        2 => self.base_values[1],
                         k => {
                             return Err(bad(format!(
                                 "base_values has {k} entries, expected 1 or 2"
@@ -482,7 +481,7 @@ impl EnsembleDef {
                         },
                         1,
                         vec![base],
-                        Some(class),
+                        true,
                     )
                 }
                 _ => {
@@ -495,7 +494,7 @@ impl EnsembleDef {
                             )));
                         }
                     };
-                    (ClassMode::PerClass, n_outputs, base, None)
+                    (ClassMode::PerClass, n_outputs, base, false)
                 }
             };
 
@@ -523,7 +522,7 @@ impl EnsembleDef {
                 if let Some(ks) = weights_of.get(key) {
                     for &k in ks {
                         let id = self.leaf_ids[k];
-                        let acc = if out_id.is_some() { 0 } else { id as u32 };
+                        let acc = if single_score { 0 } else { id as u32 };
                         output.push(acc);
                         weight.push(self.leaf_weights[k]);
                     }
@@ -791,4 +790,315 @@ fn combine(aggregate: Aggregate, acc: &mut f32, seen: &mut bool, v: f32) {
         Aggregate::Sum | Aggregate::Average => *acc += v,
     }
     *seen = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    /// One stump per entry of `modes`: tree `t` tests feature 0 against `threshold`
+    /// with `modes[t]`; its true leaf (node 1) weighs `1`, its false leaf (node 2) `0`.
+    /// Tree ids are `10 * t` and node ids are listed out of order on purpose.
+    fn stumps(modes: &[NodeMode], threshold: f32, missing: &[bool]) -> EnsembleDef {
+        let mut d = EnsembleDef::default();
+        for (t, &mode) in modes.iter().enumerate() {
+            let tree = 10 * t as i64;
+            for (node, m, value) in [
+                (2, NodeMode::Leaf, 0.0),
+                (0, mode, threshold),
+                (1, NodeMode::Leaf, 0.0),
+            ] {
+                d.nodes_treeids.push(tree);
+                d.nodes_nodeids.push(node);
+                d.nodes_featureids.push(0);
+                d.nodes_modes.push(m);
+                d.nodes_values.push(value);
+                d.nodes_truenodeids.push(if node == 0 { 1 } else { 0 });
+                d.nodes_falsenodeids.push(if node == 0 { 2 } else { 0 });
+            }
+            d.nodes_missing_value_tracks_true.extend([
+                false,
+                missing.get(t).copied().unwrap_or(false),
+                false,
+            ]);
+            for (node, w) in [(1, 1.0), (2, 0.0)] {
+                d.leaf_treeids.push(tree);
+                d.leaf_nodeids.push(node);
+                d.leaf_ids.push(0);
+                d.leaf_weights.push(w);
+            }
+        }
+        d
+    }
+
+    fn regressor() -> EnsembleKind {
+        EnsembleKind::Regressor {
+            n_targets: 1,
+            aggregate: Aggregate::Sum,
+        }
+    }
+
+    fn binary() -> EnsembleKind {
+        EnsembleKind::Classifier {
+            labels: ClassLabels::Int64(vec![0, 1]),
+        }
+    }
+
+    fn column(out: &EnsembleOutput, c: usize) -> Vec<f32> {
+        out.scores.column(c).to_vec()
+    }
+
+    #[test]
+    fn every_branch_mode_against_threshold_one() {
+        let cases = [
+            (NodeMode::BranchLeq, [1.0, 1.0, 0.0, 0.0]),
+            (NodeMode::BranchLt, [1.0, 0.0, 0.0, 0.0]),
+            (NodeMode::BranchGte, [0.0, 1.0, 1.0, 0.0]),
+            (NodeMode::BranchGt, [0.0, 0.0, 1.0, 0.0]),
+            (NodeMode::BranchEq, [0.0, 1.0, 0.0, 0.0]),
+            (NodeMode::BranchNeq, [1.0, 0.0, 1.0, 1.0]),
+        ];
+        let x = array![[0.5f32], [1.0], [2.0], [f32::NAN]];
+        for (mode, want) in cases {
+            let e = stumps(&[mode], 1.0, &[]).compile(regressor()).unwrap();
+            let out = e.eval(x.view()).unwrap();
+            assert_eq!(column(&out, 0), want, "{mode:?}");
+            assert!(out.label_index.is_none());
+        }
+    }
+
+    #[test]
+    fn missing_value_tracks_true_sends_nan_to_the_true_child() {
+        let modes = [NodeMode::BranchLeq, NodeMode::BranchGt, NodeMode::BranchLeq];
+        let e = stumps(&modes, 1.0, &[true, true, false])
+            .compile(regressor())
+            .unwrap();
+        let out = e.eval(array![[f32::NAN], [0.0], [5.0]].view()).unwrap();
+        assert_eq!(column(&out, 0), [2.0, 2.0, 1.0]);
+    }
+
+    #[test]
+    fn sums_averages_min_max_and_base_values() {
+        let mut d = stumps(&[NodeMode::BranchLeq, NodeMode::BranchGt], 1.0, &[]);
+        d.leaf_weights = vec![3.0, -1.0, 5.0, 2.0];
+        d.base_values = vec![0.5];
+        let x = array![[0.0f32], [2.0]];
+        let want = [
+            (Aggregate::Sum, [3.0 + 2.0 + 0.5, -1.0 + 5.0 + 0.5]),
+            (Aggregate::Average, [2.5 + 0.5, 2.0 + 0.5]),
+            (Aggregate::Min, [2.0 + 0.5, -1.0 + 0.5]),
+            (Aggregate::Max, [3.0 + 0.5, 5.0 + 0.5]),
+        ];
+        for (aggregate, want) in want {
+            let e = d
+                .compile(EnsembleKind::Regressor {
+                    n_targets: 1,
+                    aggregate,
+                })
+                .unwrap();
+            assert_eq!(column(&e.eval(x.view()).unwrap(), 0), want, "{aggregate:?}");
+        }
+    }
+
+    #[test]
+    fn binary_single_score_logistic_with_one_or_two_base_values() {
+        let mut d = stumps(&[NodeMode::BranchLeq], 0.0, &[]);
+        d.leaf_weights = vec![-2.0, 1.0];
+        d.post_transform = PostTransform::Logistic;
+        let x = array![[-1.0f32], [1.0]];
+        for base in [vec![0.25], vec![9.0, 0.25]] {
+            d.base_values = base.clone();
+            let e = d.compile(binary()).unwrap();
+            let out = e.eval(x.view()).unwrap();
+            let s = [-2.0f64 + 0.25, 1.0 + 0.25];
+            for r in 0..2 {
+                let p = 1.0 / (1.0 + (-s[r]).exp());
+                assert!((out.scores[[r, 1]] as f64 - p).abs() < 1e-7, "{base:?}");
+                assert!((out.scores[[r, 0]] as f64 - (1.0 - p)).abs() < 1e-7);
+            }
+            assert_eq!(out.label_index.unwrap().to_vec(), [0, 1]);
+        }
+    }
+
+    #[test]
+    fn binary_single_score_without_transform() {
+        let mut d = stumps(&[NodeMode::BranchLeq], 0.0, &[]);
+        d.leaf_weights = vec![0.25, 0.75];
+        let e = d.compile(binary()).unwrap();
+        let out = e.eval(array![[-1.0f32], [1.0]].view()).unwrap();
+        assert_eq!(out.scores, array![[0.75f32, 0.25], [0.25, 0.75]]);
+        assert_eq!(out.label_index.unwrap().to_vec(), [0, 1]);
+
+        d.leaf_weights = vec![-0.5, 0.5];
+        let e = d.compile(binary()).unwrap();
+        let out = e.eval(array![[-1.0f32], [1.0]].view()).unwrap();
+        assert_eq!(out.scores, array![[0.5f32, -0.5], [-0.5, 0.5]]);
+        assert_eq!(out.label_index.unwrap().to_vec(), [0, 1]);
+    }
+
+    #[test]
+    fn per_class_weights_softmax_and_string_labels() {
+        let mut d = stumps(&[NodeMode::BranchLeq], 0.0, &[]);
+        d.leaf_treeids = vec![0, 0, 0, 0, 0, 0];
+        d.leaf_nodeids = vec![1, 1, 1, 2, 2, 2];
+        d.leaf_ids = vec![0, 1, 2, 0, 1, 2];
+        d.leaf_weights = vec![1.0, 2.0, 3.0, 3.0, 0.0, 0.0];
+        d.base_values = vec![0.0, 0.0, 1.0];
+        d.post_transform = PostTransform::Softmax;
+        let labels = ClassLabels::Strings(vec!["a".into(), "b".into(), "c".into()]);
+        let e = d
+            .compile(EnsembleKind::Classifier {
+                labels: labels.clone(),
+            })
+            .unwrap();
+        let out = e.eval(array![[-1.0f32], [1.0]].view()).unwrap();
+        let softmax = |v: [f64; 3]| {
+            let z: f64 = v.iter().map(|x| x.exp()).sum();
+            v.map(|x| (x.exp() / z) as f32)
+        };
+        let want = [softmax([1.0, 2.0, 4.0]), softmax([3.0, 0.0, 1.0])];
+        for r in 0..2 {
+            for c in 0..3 {
+                assert!((out.scores[[r, c]] - want[r][c]).abs() < 1e-7);
+            }
+        }
+        assert_eq!(out.label_index.unwrap().to_vec(), [2, 0]);
+    }
+
+    #[test]
+    fn per_class_logistic_and_none() {
+        let mut d = stumps(&[NodeMode::BranchLeq], 0.0, &[]);
+        d.leaf_treeids = vec![0, 0, 0, 0];
+        d.leaf_nodeids = vec![1, 1, 2, 2];
+        d.leaf_ids = vec![0, 1, 0, 1];
+        d.leaf_weights = vec![0.8, 0.2, 0.1, 0.9];
+        let e = d.compile(binary()).unwrap();
+        let out = e.eval(array![[-1.0f32], [1.0]].view()).unwrap();
+        assert_eq!(out.scores, array![[0.8f32, 0.2], [0.1, 0.9]]);
+        assert_eq!(out.label_index.unwrap().to_vec(), [0, 1]);
+
+        d.post_transform = PostTransform::Logistic;
+        let e = d.compile(binary()).unwrap();
+        let out = e.eval(array![[-1.0f32]].view()).unwrap();
+        let sig = |x: f64| (1.0 / (1.0 + (-x).exp())) as f32;
+        assert_eq!(out.scores, array![[sig(0.8f32 as f64), sig(0.2f32 as f64)]]);
+    }
+
+    #[test]
+    fn deeper_tree_many_rows_equals_row_by_row() {
+        // x0 <= 0 ? (x1 < 1 ? 1 : 2) : (x2 >= 0.5 ? 3 : 4); node ids scrambled.
+        let d = EnsembleDef {
+            nodes_treeids: vec![0; 7],
+            nodes_nodeids: vec![5, 0, 3, 1, 2, 6, 4],
+            nodes_featureids: vec![0, 0, 1, 0, 2, 0, 0],
+            nodes_modes: vec![
+                NodeMode::Leaf,
+                NodeMode::BranchLeq,
+                NodeMode::BranchLt,
+                NodeMode::Leaf,
+                NodeMode::BranchGte,
+                NodeMode::Leaf,
+                NodeMode::Leaf,
+            ],
+            nodes_values: vec![0.0, 0.0, 1.0, 0.0, 0.5, 0.0, 0.0],
+            nodes_truenodeids: vec![0, 3, 1, 0, 5, 0, 0],
+            nodes_falsenodeids: vec![0, 2, 4, 0, 6, 0, 0],
+            leaf_treeids: vec![0; 4],
+            leaf_nodeids: vec![1, 4, 5, 6],
+            leaf_ids: vec![0; 4],
+            leaf_weights: vec![1.0, 2.0, 3.0, 4.0],
+            ..Default::default()
+        };
+        let e = d.compile(regressor()).unwrap();
+        let expect = |x: [f32; 3]| -> f32 {
+            if x[0] <= 0.0 {
+                if x[1] < 1.0 { 1.0 } else { 2.0 }
+            } else if x[2] >= 0.5 {
+                3.0
+            } else {
+                4.0
+            }
+        };
+        let rows: Vec<[f32; 3]> = (0..37)
+            .map(|i| {
+                let f = i as f32;
+                [(f * 0.37).sin(), (f * 0.11).cos() * 2.0, (f * 0.7).sin()]
+            })
+            .collect();
+        let x = Array2::from_shape_fn((rows.len(), 3), |(r, c)| rows[r][c]);
+        let out = e.eval(x.view()).unwrap();
+        for (r, row) in rows.iter().enumerate() {
+            assert_eq!(out.scores[[r, 0]], expect(*row), "row {r}");
+        }
+        assert_eq!(e.min_width(), 3);
+        assert!(e.eval(Array2::<f32>::zeros((1, 2)).view()).is_err());
+    }
+
+    #[test]
+    fn a_single_leaf_tree_and_an_empty_batch() {
+        let d = EnsembleDef {
+            nodes_treeids: vec![0],
+            nodes_nodeids: vec![0],
+            nodes_featureids: vec![0],
+            nodes_modes: vec![NodeMode::Leaf],
+            nodes_values: vec![0.0],
+            nodes_truenodeids: vec![0],
+            nodes_falsenodeids: vec![0],
+            leaf_treeids: vec![0],
+            leaf_nodeids: vec![0],
+            leaf_ids: vec![0],
+            leaf_weights: vec![7.0],
+            ..Default::default()
+        };
+        let e = d.compile(regressor()).unwrap();
+        assert_eq!(column(&e.eval(array![[1.0f32]].view()).unwrap(), 0), [7.0]);
+        assert_eq!(
+            e.eval(Array2::zeros((0, 1)).view()).unwrap().scores.nrows(),
+            0
+        );
+    }
+
+    #[test]
+    fn malformed_ensembles_are_refused() {
+        let good = stumps(&[NodeMode::BranchLeq], 0.0, &[]);
+
+        let mut d = good.clone();
+        d.nodes_truenodeids[1] = 9;
+        assert!(d.compile(regressor()).is_err(), "dangling child");
+
+        let mut d = good.clone();
+        d.nodes_values.pop();
+        assert!(d.compile(regressor()).is_err(), "short attribute");
+
+        let mut d = good.clone();
+        d.leaf_nodeids[0] = 0;
+        assert!(d.compile(regressor()).is_err(), "weight on a branch");
+
+        let mut d = good.clone();
+        d.leaf_ids[0] = 3;
+        assert!(d.compile(binary()).is_err(), "class id out of range");
+
+        let mut d = good.clone();
+        d.nodes_truenodeids[1] = 0;
+        assert!(d.compile(regressor()).is_err(), "cycle");
+
+        let mut d = good.clone();
+        d.base_values = vec![0.0; 3];
+        assert!(d.compile(binary()).is_err(), "three base values");
+
+        let mut d = good.clone();
+        d.nodes_featureids[1] = -1;
+        assert!(d.compile(regressor()).is_err(), "negative feature");
+
+        assert!(
+            good.compile(EnsembleKind::Classifier {
+                labels: ClassLabels::Int64(vec![1])
+            })
+            .is_err()
+        );
+        assert!(NodeMode::parse("BRANCH_XX").is_err());
+        assert!(PostTransform::parse("PROBIT").is_err());
+        assert!(Aggregate::parse("MEDIAN").is_err());
+    }
 }
