@@ -25,6 +25,8 @@
 //! - a regressor aggregates each target over the trees (`SUM`, `AVERAGE`, `MIN`, `MAX`),
 //!   adds `base_values` and applies `post_transform`.
 
+#![allow(clippy::needless_range_loop)]
+
 use std::collections::HashMap;
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
