@@ -137,6 +137,13 @@ pub enum BmsError {
         source: std::io::Error,
     },
 
+    /// A model file could not be loaded or run: not ONNX, unsupported, or inconsistent.
+    #[error("{}model: {reason}", opt_file(.file))]
+    Model {
+        file: Option<PathBuf>,
+        reason: String,
+    },
+
     /// The Arrow/Parquet layer refused a file or a batch.
     #[error("{}{message}", opt_file(.file))]
     Parquet {
@@ -156,6 +163,12 @@ impl BmsError {
         BmsError::Io {
             path: path.into(),
             source,
+        }
+    }
+    pub fn model(reason: impl Into<String>) -> Self {
+        BmsError::Model {
+            file: None,
+            reason: reason.into(),
         }
     }
     pub fn parse(location: Location, reason: impl Into<String>) -> Self {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod features;
 pub mod frame;
 pub mod io;
+pub mod model;
 pub mod ocv;
 pub mod window;
 
@@ -22,5 +23,6 @@ pub use daily::{
 pub use error::{BmsError, Location, Result};
 pub use features::{FeatureConfig, FrameFeatures, frame_features};
 pub use frame::{Frame, FrameRef, Frames};
+pub use model::{ContractSource, Model, ModelContract};
 pub use ocv::{Chemistry, OcvCurve};
 pub use window::{WindowBatch, WindowKey, WindowSpec, windows};

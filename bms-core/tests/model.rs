@@ -1,0 +1,379 @@
+//! Model loading and inference against the committed fixtures in `models/fixtures`
+//! (made by `make_fixtures.py`): probabilities from the training framework itself and
+//! from onnxruntime, on rows that include NaN.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use bms_core::model::{ContractSource, Model};
+use bms_core::{BmsError, DailyColumn, WindowSpec};
+use ndarray::{Array2, s};
+use serde_json::Value;
+
+const TOL: f32 = 1e-6;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures")
+}
+
+fn inputs() -> &'static Value {
+    static INPUTS: OnceLock<Value> = OnceLock::new();
+    INPUTS.get_or_init(|| {
+        let text = std::fs::read_to_string(fixtures().join("inputs.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    })
+}
+
+struct Golden {
+    rows: Array2<f32>,
+    framework: Vec<f32>,
+    onnxruntime: Vec<f32>,
+    framework_label: Option<Vec<i64>>,
+    onnxruntime_label: Option<Vec<i64>>,
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().map_or(f32::NAN, |f| f as f32))
+        .collect()
+}
+
+fn ints(v: Option<&Value>) -> Option<Vec<i64>> {
+    v.map(|v| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    })
+}
+
+fn golden(name: &str) -> Golden {
+    let text = std::fs::read_to_string(fixtures().join(format!("{name}.json"))).unwrap();
+    let g: Value = serde_json::from_str(&text).unwrap();
+    let set = &inputs()[g["inputs"].as_str().unwrap()];
+    let width = g["width"].as_u64().unwrap() as usize;
+    let rows: Vec<Vec<f32>> = set.as_array().unwrap().iter().map(floats).collect();
+    let mut a = Array2::<f32>::zeros((rows.len(), width));
+    for (i, r) in rows.iter().enumerate() {
+        for j in 0..width {
+            a[[i, j]] = r[j];
+        }
+    }
+    Golden {
+        rows: a,
+        framework: floats(&g["framework"]),
+        onnxruntime: floats(&g["onnxruntime"]),
+        framework_label: ints(g.get("framework_label")),
+        onnxruntime_label: ints(g.get("onnxruntime_label")),
+    }
+}
+
+fn load(name: &str) -> Model {
+    Model::load(fixtures().join(format!("{name}.onnx")))
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+fn assert_close(name: &str, what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{name}: {what} length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= TOL,
+            "{name}: row {i}: got {g}, {what} says {w} (diff {})",
+            (g - w).abs()
+        );
+    }
+}
+
+fn check_fixture(name: &str) {
+    let model = load(name);
+    let g = golden(name);
+    let (p, labels) = model.predict_with_labels(g.rows.view()).unwrap();
+    let p = p.to_vec();
+    assert_close(name, "the training framework", &p, &g.framework);
+    assert_close(name, "onnxruntime", &p, &g.onnxruntime);
+    if let Some(want) = &g.onnxruntime_label {
+        let got = labels.unwrap_or_else(|| panic!("{name}: no label output"));
+        assert_eq!(got.to_vec(), *want, "{name}: labels vs onnxruntime");
+        if let Some(fw) = &g.framework_label {
+            assert_eq!(got.to_vec(), *fw, "{name}: labels vs framework");
+        }
+    }
+    for (i, row) in g.rows.outer_iter().enumerate().take(5) {
+        let one = model
+            .predict(row.insert_axis(ndarray::Axis(0)).view())
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(
+            (one[0] - p[i]).abs() <= TOL,
+            "{name}: single-row result differs at row {i}"
+        );
+    }
+    let empty = model.predict(g.rows.slice(s![0..0, ..])).unwrap();
+    assert_eq!(empty.len(), 0, "{name}: batch of 0");
+}
+
+#[test]
+fn xgboost_classifier_matches_xgboost_and_onnxruntime() {
+    check_fixture("xgb_classifier");
+    let g = golden("xgb_classifier");
+    assert!(
+        g.rows.outer_iter().any(|r| r.iter().any(|v| v.is_nan())),
+        "the goldens include NaN rows"
+    );
+}
+
+#[test]
+fn xgboost_regressor_matches_xgboost_and_onnxruntime() {
+    check_fixture("xgb_regressor");
+}
+
+#[test]
+fn lightgbm_classifier_matches_lightgbm_and_onnxruntime() {
+    check_fixture("lgbm_classifier");
+}
+
+#[test]
+fn sklearn_gradient_boosting_matches_sklearn_and_onnxruntime() {
+    check_fixture("sklearn_gbc");
+}
+
+#[test]
+fn sklearn_random_forest_matches_sklearn_and_onnxruntime() {
+    check_fixture("sklearn_rf");
+}
+
+#[test]
+fn sklearn_mlp_pipeline_matches_sklearn_and_onnxruntime() {
+    check_fixture("sklearn_mlp");
+}
+
+#[test]
+fn zipmap_is_dropped_and_probabilities_become_the_output() {
+    check_fixture("sklearn_rf_zipmap");
+    let model = load("sklearn_rf_zipmap");
+    assert_eq!(model.probability_output(), "probabilities");
+    assert!(
+        !model
+            .output_names()
+            .iter()
+            .any(|n| n == "output_probability")
+    );
+}
+
+#[test]
+fn single_probability_outputs_n1_and_n() {
+    check_fixture("logreg_n1");
+    check_fixture("logreg_n");
+    assert_eq!(load("logreg_n1").probability_output(), "probability");
+    assert_eq!(load("logreg_n").probability_output(), "prob_flat");
+}
+
+#[test]
+fn large_batch_equals_row_by_row() {
+    let model = load("xgb_classifier");
+    let g = golden("xgb_classifier");
+    let big = ndarray::concatenate(
+        ndarray::Axis(0),
+        &[g.rows.view(), g.rows.view(), g.rows.view()],
+    )
+    .unwrap();
+    let p = model.predict(big.view()).unwrap();
+    assert_eq!(p.len(), 3 * g.rows.nrows());
+    for (i, v) in p.iter().enumerate() {
+        assert!((v - g.onnxruntime[i % g.rows.nrows()]).abs() <= TOL);
+    }
+}
+
+#[test]
+fn width_mismatch_on_predict_names_both_numbers() {
+    let model = load("xgb_classifier");
+    let x = Array2::<f32>::zeros((3, 80));
+    let err = model.predict(x.view()).unwrap_err();
+    assert!(matches!(
+        err,
+        BmsError::Shape {
+            expected: 84,
+            found: 80,
+            ..
+        }
+    ));
+    let msg = err.to_string();
+    assert!(msg.contains("84") && msg.contains("80"), "{msg}");
+}
+
+#[test]
+fn contract_from_metadata() {
+    let model = load("xgb_metadata");
+    assert_eq!(model.contract_source(), ContractSource::Metadata);
+    let c = model.contract();
+    assert_eq!(c.spec.context, 7);
+    assert_eq!(c.spec.horizon, 10);
+    assert_eq!(c.spec.features, DailyColumn::ALL.to_vec());
+    assert_eq!(c.spec.fill, -2.5);
+    assert_eq!(c.threshold, 0.35);
+    assert_eq!(c.model_id, "fixture-xgb-ctx7");
+    assert_eq!(model.input_width(), 77);
+    check_fixture("xgb_metadata");
+}
+
+#[test]
+fn plain_export_gets_the_reference_defaults() {
+    let model = load("xgb_classifier");
+    assert_eq!(model.contract_source(), ContractSource::Defaulted);
+    let c = model.contract();
+    assert_eq!(c.spec, WindowSpec::default());
+    assert_eq!(c.threshold, 0.5);
+    assert!(
+        c.model_id.starts_with("onnx-") && c.model_id.len() == 17,
+        "{}",
+        c.model_id
+    );
+    let again =
+        Model::from_bytes(&std::fs::read(fixtures().join("xgb_classifier.onnx")).unwrap()).unwrap();
+    assert_eq!(again.contract().model_id, c.model_id);
+}
+
+fn load_err(name: &str) -> BmsError {
+    Model::load(fixtures().join(name)).expect_err(name)
+}
+
+fn reason(e: &BmsError) -> String {
+    match e {
+        BmsError::Model { reason, .. } => reason.clone(),
+        other => panic!("expected a model error, got {other:?}"),
+    }
+}
+
+#[test]
+fn missing_file_is_an_io_error_naming_the_path() {
+    let e = load_err("does_not_exist.onnx");
+    match &e {
+        BmsError::Io { path, source } => {
+            assert!(path.ends_with("does_not_exist.onnx"));
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected Io, got {other:?}"),
+    }
+}
+
+#[test]
+fn truncated_file_is_refused() {
+    let bytes = std::fs::read(fixtures().join("xgb_classifier.onnx")).unwrap();
+    for cut in [1, 10, bytes.len() / 3, bytes.len() / 2, bytes.len() - 7] {
+        let e = Model::from_bytes(&bytes[..cut]).expect_err("truncated");
+        assert!(matches!(e, BmsError::Model { .. }), "cut {cut}: {e:?}");
+    }
+    let e = Model::from_bytes(&[]).expect_err("empty");
+    assert!(reason(&e).contains("no graph"), "{e}");
+}
+
+#[test]
+fn random_bytes_are_refused() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for len in [16usize, 100, 4096] {
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let e = Model::from_bytes(&bytes).expect_err("random bytes");
+        assert!(matches!(e, BmsError::Model { .. }), "{e:?}");
+    }
+}
+
+#[test]
+fn unsupported_op_is_named_with_the_fix() {
+    let e = load_err("unsupported_op.onnx");
+    let r = reason(&e);
+    assert!(r.contains("com.example.FancyOp"), "{r}");
+    assert!(r.contains("re-export"), "{r}");
+    assert!(e.to_string().contains("unsupported_op.onnx"), "{e}");
+}
+
+#[test]
+fn zipmap_inside_the_graph_asks_for_zipmap_false() {
+    use prost::Message;
+    let bytes = std::fs::read(fixtures().join("sklearn_rf_zipmap.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let zip_out = graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "ZipMap")
+        .unwrap()
+        .output[0]
+        .clone();
+    graph.node.push(tract_onnx::pb::NodeProto {
+        op_type: "Identity".into(),
+        input: vec![zip_out],
+        output: vec!["copy".into()],
+        ..Default::default()
+    });
+    let e = Model::from_bytes(&proto.encode_to_vec()).expect_err("zipmap inside");
+    let r = reason(&e);
+    assert!(r.contains("ZipMap") && r.contains("zipmap=False"), "{r}");
+}
+
+#[test]
+fn two_inputs_are_refused() {
+    let r = reason(&load_err("two_inputs.onnx"));
+    assert!(r.contains("2 inputs") && r.contains("a, b"), "{r}");
+}
+
+#[test]
+fn integer_input_is_refused() {
+    let r = reason(&load_err("int_input.onnx"));
+    assert!(r.contains("int64") && r.contains("float32"), "{r}");
+}
+
+#[test]
+fn contract_width_mismatch_is_refused_with_both_numbers() {
+    let e = load_err("bad_contract_width.onnx");
+    match &e {
+        BmsError::Shape {
+            expected, found, ..
+        } => {
+            assert_eq!((*expected, *found), (77, 154));
+        }
+        other => panic!("expected Shape, got {other:?}"),
+    }
+    let msg = e.to_string();
+    assert!(msg.contains("77") && msg.contains("154"), "{msg}");
+}
+
+#[test]
+fn model_is_send_and_sync_and_threads_agree() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Model>();
+
+    let model = load("lgbm_classifier");
+    let g = golden("lgbm_classifier");
+    let reference = model.predict(g.rows.view()).unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let model = &model;
+                let rows = &g.rows;
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for k in 0..20 {
+                        let n = 1 + (t * 7 + k) % rows.nrows();
+                        out.push((n, model.predict(rows.slice(s![..n, ..])).unwrap()));
+                    }
+                    out
+                })
+            })
+            .collect();
+        for h in handles {
+            for (n, p) in h.join().unwrap() {
+                assert_eq!(p, reference.slice(s![..n]));
+            }
+        }
+    });
+}
