@@ -176,12 +176,12 @@ fn spec_serde_round_trip_and_width() {
     assert!(serde_json::from_str::<WindowSpec>(&json.replace("spread_mean", "nope")).is_err());
 }
 
+/// Features, labels and (vin, date) keys of every window.
+type Loop = (Vec<Vec<f32>>, Vec<f32>, Vec<(String, NaiveDate)>);
+
 /// The reference notebook's loop, ported literally: `df.fillna(-1)`, then per VIN in order
 /// of first appearance, `for i in range(C, len(v))`.
-fn notebook_loop(
-    t: &DailyTable,
-    s: &WindowSpec,
-) -> (Vec<Vec<f32>>, Vec<f32>, Vec<(String, NaiveDate)>) {
+fn notebook_loop(t: &DailyTable, s: &WindowSpec) -> Loop {
     let filled: Vec<DailyRow> = t
         .rows
         .iter()
