@@ -297,3 +297,123 @@ fn help_explains_every_flag() {
     let h = String::from_utf8_lossy(&bms(&["daily", "--help"]).stdout).into_owned();
     assert!(h.contains("Beijing"), "{h}");
 }
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixtures")
+}
+
+/// The batch lines of fixture input `rows` (NaN written as `nan`), and the golden
+/// probabilities XGBoost itself gave for them.
+fn fixture_batch(model_json: &str) -> (String, Vec<f64>) {
+    let golden: serde_json::Value =
+        serde_json::from_str(&text(&fixtures().join(model_json))).unwrap();
+    let inputs: serde_json::Value =
+        serde_json::from_str(&text(&fixtures().join("inputs.json"))).unwrap();
+    let rows = inputs[golden["inputs"].as_str().unwrap()]
+        .as_array()
+        .unwrap();
+    let mut batch = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        let vals: Vec<String> = r
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().map_or("nan".to_owned(), |x| format!("{x:.18e}")))
+            .collect();
+        batch.push_str(&format!("V{i:03},2024-03-01,{}\n", vals.join(",")));
+    }
+    let probs = golden["framework"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    (batch, probs)
+}
+
+#[test]
+fn predict_scores_batch_lines_like_xgboost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut batch, want) = fixture_batch("xgb_classifier.json");
+    assert!(
+        batch.contains("nan"),
+        "the fixture exercises missing values"
+    );
+    batch.push_str("BAD,2024-03-01,1,2\n");
+    let input = dir.path().join("batch.csv");
+    std::fs::write(&input, &batch).unwrap();
+    let model = fixtures().join("xgb_classifier.onnx");
+    let out = bms(&[
+        "predict",
+        "-m",
+        model.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("reference defaults"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "read {} lines, accepted {}, rejected 1",
+            want.len() + 1,
+            want.len()
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("line {}: expected 86 fields", want.len() + 1)),
+        "{e}"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("vin,date,predicted_prob,alarm"));
+    let got: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g[0], format!("V{i:03}"));
+        assert_eq!(g[1], "2024-03-01");
+        let p: f64 = g[2].parse().unwrap();
+        assert!((p - w).abs() < 1e-6, "row {i}: {p} vs XGBoost {w}");
+        assert_eq!(g[3], if p >= 0.5 { "1" } else { "0" });
+    }
+    // Strict mode stops at the bad line; a width mismatch with the model is a bad line.
+    let strict = bms(&[
+        "predict",
+        "-m",
+        model.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "--strict",
+    ]);
+    assert!(!strict.status.success());
+    assert!(
+        stderr(&strict).contains("expected 86 fields"),
+        "{}",
+        stderr(&strict)
+    );
+    let meta = fixtures().join("xgb_metadata.onnx");
+    let out = bms(&[
+        "predict",
+        "-m",
+        meta.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("contract from metadata: 7 days × 11 features = 77 values"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("accepted 0"), "{}", stderr(&out));
+    let bad = bms(&[
+        "predict",
+        "-m",
+        fixtures().join("int_input.onnx").to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(!stderr(&bad).contains("panicked"));
+}

@@ -1,6 +1,7 @@
 //! Subcommands of the `bms` binary.
 
 pub mod daily;
+pub mod predict;
 pub mod windows;
 
 use std::path::{Path, PathBuf};
@@ -25,12 +26,15 @@ pub enum Command {
     Daily(daily::DailyArgs),
     /// Cut a daily table into model windows in the reference batch format.
     Windows(windows::WindowsArgs),
+    /// Score reference batch lines (`VIN,Date,f1..fW`) with an ONNX model; CSV to stdout.
+    Predict(predict::PredictArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Daily(args) => daily::run(args),
         Command::Windows(args) => windows::run(args),
+        Command::Predict(args) => predict::run(args),
     }
 }
 
