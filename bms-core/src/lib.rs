@@ -14,6 +14,7 @@ pub mod features;
 pub mod frame;
 pub mod io;
 pub mod ocv;
+pub mod simulate;
 pub mod window;
 
 pub use daily::{
@@ -23,4 +24,5 @@ pub use error::{BmsError, Location, Result};
 pub use features::{FeatureConfig, FrameFeatures, frame_features};
 pub use frame::{Frame, FrameRef, Frames};
 pub use ocv::{Chemistry, OcvCurve};
+pub use simulate::{SimConfig, SimOutput, VehicleTruth, simulate_daily};
 pub use window::{WindowBatch, WindowKey, WindowSpec, windows};
