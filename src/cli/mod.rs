@@ -1,6 +1,7 @@
 //! Subcommands of the `bms` binary.
 
 pub mod daily;
+pub mod simulate;
 pub mod windows;
 
 use std::path::{Path, PathBuf};
@@ -25,12 +26,15 @@ pub enum Command {
     Daily(daily::DailyArgs),
     /// Cut a daily table into model windows in the reference batch format.
     Windows(windows::WindowsArgs),
+    /// Simulate a fleet: frames, daily table and truth (weak cells, first alarms).
+    Simulate(simulate::SimulateArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Daily(args) => daily::run(args),
         Command::Windows(args) => windows::run(args),
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 

@@ -229,7 +229,7 @@ pub(crate) fn csv_error(file: Option<&Path>, e: csv::Error) -> BmsError {
 }
 
 pub(crate) fn is_blank(rec: &csv::ByteRecord) -> bool {
-    rec.len() == 0 || (rec.len() == 1 && rec[0].iter().all(u8::is_ascii_whitespace))
+    rec.is_empty() || (rec.len() == 1 && rec[0].iter().all(u8::is_ascii_whitespace))
 }
 
 /// Appends a text field, quoted when it holds a separator, quote or line break.

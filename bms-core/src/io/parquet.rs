@@ -262,6 +262,7 @@ fn f64_values(a: &ArrayRef, name: &str, file: &Path) -> Result<Vec<f64>> {
     })
 }
 
+#[allow(clippy::type_complexity)]
 fn list_values(
     a: &ArrayRef,
     name: &str,

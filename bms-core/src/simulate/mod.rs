@@ -9,8 +9,8 @@
 //! A pack is `N` series cells (default 96) of one chemistry (NMC by default, LFP
 //! selectable) whose open-circuit voltage is the shipped [`OcvCurve`] of that chemistry,
 //! the same curve the feature code inverts. Cell `i` has capacity `Q_i = Q·(1 + 0.01·z)`
-//! (`Q` = 150 Ah NMC, 160 Ah LFP), resistance `R_i = R·(1 + 0.04·z)` (`R` = 0.9 mΩ NMC,
-//! 0.6 mΩ LFP), self-discharge `d_i ~ N(0.04, 0.012)` %/day and initial SOC
+//! (`Q` = 150 Ah NMC, 160 Ah LFP), resistance `R_i = R·(1 + 0.03·z)` (`R` = 0.9 mΩ NMC,
+//! 0.6 mΩ LFP), self-discharge `d_i ~ N(0.04, 0.010)` %/day and initial SOC
 //! `s_i(0) = s_pack + 0.4·z` %, each `z` an independent standard normal.
 //!
 //! With pack current `I` (A, discharge positive as in GB/T 32960) and step `Δt`:
@@ -30,7 +30,7 @@
 //! ```text
 //! T_amb(t) = 15 + c_v + 12·sin(2π(doy − 110)/365.25) + 5·sin(2π(hour − 9)/24)   [°C]
 //! dT/dt    = I²·Σ_i R_i / C − (T − T_amb)/τ
-//! T_j      = round_1°C( T_amb + h_j·(T − T_amb) + o_j ),   h_j ~ U(0.8, 1.2), o_j ~ N(0, 0.45)
+//! T_j      = round_1°C( T_amb + h_j·(T − T_amb) + o_j ),   h_j ~ U(0.8, 1.2), o_j ~ N(0, 0.55)
 //! ```
 //!
 //! with `c_v ~ N(0, 3)` a per-vehicle climate offset; probes are quantised to 1 °C as
@@ -66,11 +66,11 @@
 //! # Daily life
 //!
 //! Each day a vehicle is parked (no frames) with probability ≈ `parked_fraction` (a
-//! per-vehicle value around it, default 35 %). A driving day has 1–4 trips of 10–55 min,
+//! per-vehicle value around it, default 35 %). A driving day has 1–4 trips of 8–40 min,
 //! the first around 07:50 UTC, with an Ornstein–Uhlenbeck current around a per-trip mean of
 //! 12–45 A (time constant 15 s, so accelerations reach ~2C and regeneration gives negative
 //! current). After the last trip the car charges when its SOC is below a per-vehicle
-//! threshold (30–55 %) or on a whim (15 %): AC at 20–32 A to 90–100 % or DC at 0.6–1C to
+//! threshold (30–55 %) or on a whim (15 %): AC at 25–40 A to 88–100 % or DC at 0.6–1C to
 //! 80–92 %, with the current tapering above 85 %. Frames are emitted every `interval_ms`
 //! (10 s by default; GB/T 32960 requires at most 30 s) during trips and charges. Days are
 //! UTC calendar days, as `bms daily` uses by default.
@@ -368,7 +368,7 @@ pub enum FrameFormat {
 
 enum Buffered {
     Csv(Vec<u8>),
-    Parquet(Frames),
+    Parquet(Box<Frames>),
 }
 
 /// Simulates the fleet, writing every frame to `path` (vehicles in index order, each in
@@ -405,7 +405,7 @@ pub fn simulate_to_frames(
             .map(|i| {
                 let mut buf = match format {
                     FrameFormat::Csv => Buffered::Csv(Vec::new()),
-                    FrameFormat::Parquet => Buffered::Parquet(Frames::new()),
+                    FrameFormat::Parquet => Buffered::Parquet(Box::default()),
                 };
                 let (mut writer, _) = FrameCsvWriter::new(config.cells, config.probes, true);
                 let mut line = 0u64;

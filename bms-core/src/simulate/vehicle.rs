@@ -43,6 +43,17 @@ impl OcvTable {
     }
 }
 
+/// Rounds half away from zero like [`f64::round`] for |x| < 2⁶², without a libm call
+/// (this is on the per-cell hot path).
+#[inline]
+fn round(x: f64) -> f64 {
+    if x >= 0.0 {
+        (x + 0.5) as i64 as f64
+    } else {
+        -((0.5 - x) as i64 as f64)
+    }
+}
+
 /// Per-chemistry cell parameters.
 struct CellType {
     capacity_ah: f64,
@@ -65,9 +76,9 @@ fn cell_type(chemistry: Chemistry) -> CellType {
 /// Relative spread (standard deviation) of cell capacity.
 const CAPACITY_SPREAD: f64 = 0.01;
 /// Relative spread of cell resistance.
-const RESISTANCE_SPREAD: f64 = 0.04;
+const RESISTANCE_SPREAD: f64 = 0.03;
 /// Mean and spread of healthy self-discharge, percent of capacity per day.
-const SELF_DISCHARGE: (f64, f64) = (0.04, 0.012);
+const SELF_DISCHARGE: (f64, f64) = (0.04, 0.010);
 /// Spread of initial cell SOC around the pack SOC, percentage points.
 const INITIAL_SOC_SPREAD: f64 = 0.4;
 /// Half-width of the triangular cell-voltage sensor noise, volts (σ = 1.0 mV).
@@ -121,6 +132,8 @@ pub(crate) struct Vehicle<'a> {
     sd: Vec<f64>,
     sd_base: Vec<f64>,
     soc_min: f64,
+    soc_sum: f64,
+    mv_sum: i64,
     probe_offset: Vec<f64>,
     probe_heat: Vec<f64>,
     t_pack: f64,
@@ -133,7 +146,7 @@ pub(crate) struct Vehicle<'a> {
     dc_share: f64,
     weak: Option<Weak>,
     glitch_in: Option<u32>,
-    day_alarm: bool,
+    last_alarm_day: Option<i64>,
     first_alarm_day: Option<i64>,
     alarm_days: u32,
     cell_v: Vec<f64>,
@@ -172,7 +185,7 @@ impl<'a> Vehicle<'a> {
             sd.push(normal(&mut rng, SELF_DISCHARGE.0, SELF_DISCHARGE.1).max(0.0) / 86_400.0);
         }
         let probe_offset = (0..cfg.probes)
-            .map(|_| normal(&mut rng, 0.0, 0.45))
+            .map(|_| normal(&mut rng, 0.0, 0.55))
             .collect();
         let probe_heat = (0..cfg.probes)
             .map(|_| rng.random_range(0.8..1.2))
@@ -209,12 +222,14 @@ impl<'a> Vehicle<'a> {
             cc_gain: normal(&mut rng, 1.0, 0.01),
             active_p: (1.0 - cfg.parked_fraction + normal(&mut rng, 0.0, 0.08)).clamp(0.2, 1.0),
             charge_below: rng.random_range(30.0..55.0),
-            dc_share: rng.random_range(0.2..0.6),
+            dc_share: rng.random_range(0.3..0.7),
             rng,
             vin,
             start_ms,
             now_ms: start_ms,
             soc_min: soc.iter().copied().fold(f64::INFINITY, f64::min),
+            soc_sum: mean_soc * n as f64,
+            mv_sum: 0,
             k_base: k.clone(),
             k,
             r_base: r.clone(),
@@ -229,7 +244,7 @@ impl<'a> Vehicle<'a> {
             nominal_k,
             weak,
             glitch_in: None,
-            day_alarm: false,
+            last_alarm_day: None,
             first_alarm_day: None,
             alarm_days: 0,
             cell_v: vec![0.0; n],
@@ -251,7 +266,12 @@ impl<'a> Vehicle<'a> {
     }
 
     fn mean_soc(&self) -> f64 {
-        self.soc.iter().sum::<f64>() / self.soc.len() as f64
+        self.soc_sum / self.soc.len() as f64
+    }
+
+    fn refresh_soc_summary(&mut self) {
+        self.soc_min = self.soc.iter().copied().fold(f64::INFINITY, f64::min);
+        self.soc_sum = self.soc.iter().sum();
     }
 
     /// Lets the pack rest until `t_ms`: self-discharge, cooling, BMS SOC recalibration.
@@ -263,7 +283,7 @@ impl<'a> Vehicle<'a> {
         for (s, &d) in self.soc.iter_mut().zip(&self.sd) {
             *s -= d * dt;
         }
-        self.soc_min = self.soc.iter().copied().fold(f64::INFINITY, f64::min);
+        self.refresh_soc_summary();
         let ta = self.ambient(t_ms);
         self.t_pack = if self.t_pack.is_nan() {
             ta
@@ -293,6 +313,7 @@ impl<'a> Vehicle<'a> {
             let mut others: Vec<f64> = self.soc.clone();
             others.sort_by(f64::total_cmp);
             self.soc[c] = others[others.len() / 2];
+            self.refresh_soc_summary();
             return;
         }
         let s = ((day as f64 - w.onset_day) / w.ramp_days).clamp(0.0, SEVERITY_CAP);
@@ -313,14 +334,9 @@ impl<'a> Vehicle<'a> {
         let days = self.cfg.days as i64;
         for day in 0..days {
             self.update_weak(day);
-            self.day_alarm = false;
             let day_ms = self.start_ms + day * DAY_MS;
             if self.rng.random::<f64>() < self.active_p {
                 self.drive_day(day_ms, emit)?;
-            }
-            if self.day_alarm {
-                self.alarm_days += 1;
-                self.first_alarm_day.get_or_insert(day);
             }
         }
         let date = |d: i64| date_of_day(super::day_number(self.cfg.start) + d);
@@ -374,7 +390,7 @@ impl<'a> Vehicle<'a> {
                 break;
             }
             let mean_a = self.rng.random_range(12.0..45.0);
-            let hours = self.rng.random_range(10.0..55.0) / 60.0;
+            let hours = self.rng.random_range(8.0..40.0) / 60.0;
             t = self.session(t, Mode::Drive { mean_a }, hours, emit)?;
         }
         if self.mean_soc() < self.charge_below || self.rng.random::<f64>() < 0.15 {
@@ -386,8 +402,8 @@ impl<'a> Vehicle<'a> {
                 }
             } else {
                 Mode::Charge {
-                    current_a: -self.rng.random_range(20.0..32.0),
-                    target_soc: self.rng.random_range(90.0..100.0),
+                    current_a: -self.rng.random_range(25.0..40.0),
+                    target_soc: self.rng.random_range(88.0..100.0),
                 }
             };
             self.session(t, mode, 8.0, emit)?;
@@ -463,18 +479,23 @@ impl<'a> Vehicle<'a> {
             }
             let mut vmax = f64::NEG_INFINITY;
             let mut vmin = f64::INFINITY;
-            let mut mv_sum = 0i64;
             for &v in &self.cell_v {
                 vmax = vmax.max(v);
                 vmin = vmin.min(v);
-                mv_sum += (v * 1000.0).round() as i64;
             }
             let alarm = vmax - vmin > self.cfg.alarm_spread_v;
-            self.day_alarm |= alarm;
+            if alarm {
+                let day = (t - self.start_ms).div_euclid(DAY_MS);
+                if self.last_alarm_day != Some(day) {
+                    self.last_alarm_day = Some(day);
+                    self.alarm_days += 1;
+                    self.first_alarm_day.get_or_insert(day);
+                }
+            }
             let frame = FrameRef {
                 vin: &self.vin,
                 timestamp_ms: t,
-                pack_voltage: mv_sum as f64 / 1000.0,
+                pack_voltage: self.mv_sum as f64 / 1000.0,
                 pack_current: (current * 10.0).round() / 10.0,
                 soc: self.soc_cc.round().clamp(0.0, 100.0),
                 cell_voltages: &self.cell_v,
@@ -503,6 +524,8 @@ impl<'a> Vehicle<'a> {
         let floor = self.soc_min + BALANCE_DEADBAND;
         let charge = current * dt;
         let mut new_min = f64::INFINITY;
+        let mut sum = 0.0;
+        let mut mv_sum = 0i64;
         let n = self.soc.len();
         let mut bits = 0u64;
         for i in 0..n {
@@ -512,6 +535,7 @@ impl<'a> Vehicle<'a> {
             }
             self.soc[i] = s;
             new_min = new_min.min(s);
+            sum += s;
             if i % 2 == 0 {
                 bits = self.rng.next_u64();
             } else {
@@ -519,8 +543,12 @@ impl<'a> Vehicle<'a> {
             }
             let tri = ((bits & 0xFFFF) + ((bits >> 16) & 0xFFFF)) as f64 / 65_536.0 - 1.0;
             let v = self.ocv.volts(s) - current * self.r[i] + SENSOR_NOISE_V * tri;
-            self.cell_v[i] = (v * 1000.0).round() / 1000.0;
+            let mv = round(v * 1000.0);
+            mv_sum += mv as i64;
+            self.cell_v[i] = mv / 1000.0;
         }
         self.soc_min = new_min;
+        self.soc_sum = sum;
+        self.mv_sum = mv_sum;
     }
 }
