@@ -1,7 +1,7 @@
 //! One vehicle's life: cell states, daily schedule, trips, charging and frame emission.
 //! The equations are in the module docs of [`crate::simulate`].
 
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
@@ -150,6 +150,8 @@ pub(crate) struct Vehicle<'a> {
     first_alarm_day: Option<i64>,
     alarm_days: u32,
     cell_v: Vec<f64>,
+    /// Per-cell sensor-noise bits of the current step.
+    noise: Vec<u32>,
     temps: Vec<f64>,
 }
 
@@ -248,6 +250,7 @@ impl<'a> Vehicle<'a> {
             first_alarm_day: None,
             alarm_days: 0,
             cell_v: vec![0.0; n],
+            noise: vec![0; n],
             temps: vec![0.0; cfg.probes],
         }
     }
@@ -526,26 +529,28 @@ impl<'a> Vehicle<'a> {
         let mut new_min = f64::INFINITY;
         let mut sum = 0.0;
         let mut mv_sum = 0i64;
-        let n = self.soc.len();
-        let mut bits = 0u64;
-        for i in 0..n {
-            let mut s = self.soc[i] - charge * self.k[i] - self.sd[i] * dt;
+        self.rng.fill(&mut self.noise[..]);
+        let ocv = self.ocv;
+        let cells = self
+            .soc
+            .iter_mut()
+            .zip(&self.k)
+            .zip(&self.sd)
+            .zip(&self.r)
+            .zip(self.cell_v.iter_mut().zip(&self.noise));
+        for ((((soc, &k), &sd), &r), (out, &bits)) in cells {
+            let mut s = *soc - charge * k - sd * dt;
             if s > floor {
                 s -= bleed;
             }
-            self.soc[i] = s;
+            *soc = s;
             new_min = new_min.min(s);
             sum += s;
-            if i % 2 == 0 {
-                bits = self.rng.next_u64();
-            } else {
-                bits >>= 32;
-            }
-            let tri = ((bits & 0xFFFF) + ((bits >> 16) & 0xFFFF)) as f64 / 65_536.0 - 1.0;
-            let v = self.ocv.volts(s) - current * self.r[i] + SENSOR_NOISE_V * tri;
+            let tri = ((bits & 0xFFFF) + (bits >> 16)) as f64 / 65_536.0 - 1.0;
+            let v = ocv.volts(s) - current * r + SENSOR_NOISE_V * tri;
             let mv = round(v * 1000.0);
             mv_sum += mv as i64;
-            self.cell_v[i] = mv / 1000.0;
+            *out = mv / 1000.0;
         }
         self.soc_min = new_min;
         self.soc_sum = sum;
