@@ -15,6 +15,7 @@ pub mod frame;
 pub mod io;
 pub mod model;
 pub mod ocv;
+pub mod simulate;
 pub mod window;
 
 pub use daily::{
@@ -25,4 +26,5 @@ pub use features::{FeatureConfig, FrameFeatures, frame_features};
 pub use frame::{Frame, FrameRef, Frames};
 pub use model::{ContractSource, Model, ModelContract};
 pub use ocv::{Chemistry, OcvCurve};
+pub use simulate::{SimConfig, SimOutput, VehicleTruth, simulate_daily};
 pub use window::{WindowBatch, WindowKey, WindowSpec, windows};

@@ -2,6 +2,7 @@
 
 pub mod daily;
 pub mod predict;
+pub mod simulate;
 pub mod windows;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ pub enum Command {
     Windows(windows::WindowsArgs),
     /// Score reference batch lines (`VIN,Date,f1..fW`) with an ONNX model; CSV to stdout.
     Predict(predict::PredictArgs),
+    /// Simulate a fleet: frames, daily table and truth (weak cells, first alarms).
+    Simulate(simulate::SimulateArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -35,6 +38,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Daily(args) => daily::run(args),
         Command::Windows(args) => windows::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 
