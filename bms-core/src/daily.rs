@@ -471,7 +471,7 @@ impl VehicleAggregator {
             }
         }
         let day = self.config.utc_offset.day_number(frame.timestamp_ms);
-        if date_of_day(day).is_none() {
+        if self.current_day != Some(day) && date_of_day(day).is_none() {
             return Err(BmsError::parse(
                 Location::default().line(line),
                 format!(

@@ -185,27 +185,31 @@ fn cell_stats(v: &[f64], ocv: &OcvCurve) -> CellStats {
     let nf = (cnt[0] + cnt[1]) + (cnt[2] + cnt[3]);
     let mean_d = ((s1[0] + s1[1]) + (s1[2] + s1[3])) / nf;
     let sq = ((s2[0] + s2[1]) + (s2[2] + s2[3])) / nf;
-    let (mut max_idx, mut min_idx) = (None, None);
-    for (i, &x) in v.iter().enumerate() {
-        if max_idx.is_none() && x == max {
-            max_idx = Some(i);
-        }
-        if min_idx.is_none() && x == min {
-            min_idx = Some(i);
-        }
-        if max_idx.is_some() && min_idx.is_some() {
-            break;
-        }
-    }
     CellStats {
         max,
         min,
         mean: k + mean_d,
         std: (sq - mean_d * mean_d).max(0.0).sqrt(),
-        max_idx,
-        min_idx,
+        max_idx: first_equal(v, max),
+        min_idx: first_equal(v, min),
         soc_mean: ocv.mean_soc(v, min, max, k + mean_d, nf),
     }
+}
+
+/// Index of the first element equal to `target`, testing blocks of eight without
+/// branches so that the common path is a few vector compares per block.
+#[inline]
+fn first_equal(v: &[f64], target: f64) -> Option<usize> {
+    let blocks = v.chunks_exact(8);
+    let tail = blocks.remainder();
+    for (b, c) in blocks.enumerate() {
+        if c.iter().fold(false, |hit, &x| hit | (x == target)) {
+            return c.iter().position(|&x| x == target).map(|p| b * 8 + p);
+        }
+    }
+    tail.iter()
+        .position(|&x| x == target)
+        .map(|p| v.len() - tail.len() + p)
 }
 
 /// Max, min and mean of the valid probes, branch-free over four lanes.

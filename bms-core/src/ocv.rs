@@ -299,18 +299,57 @@ impl OcvCurve {
         seg + 1
     }
 
+    /// SOC on linear piece `p` (see `piece`) at `volts`, unclamped: the piece's linear
+    /// function (constant on the two outer pieces).
+    #[inline]
+    fn piece_value(&self, p: usize, volts: f64) -> f64 {
+        let n = self.soc.len();
+        if p == 0 {
+            self.soc[0]
+        } else if p == n {
+            self.soc[n - 1]
+        } else {
+            self.soc[p - 1] + (volts - self.volts[p - 1]) * self.slope[p - 1]
+        }
+    }
+
     /// Mean per-cell SOC of `cells` (NaN skipped), given the valid extremes `min`, `max`,
     /// the mean voltage and the number of valid cells.
     ///
     /// When both extremes lie on one linear piece of the curve (and the piece's SOC stays
     /// inside 0–100 %, so clamping is the identity), every valid cell does too, and the mean
     /// of a linear function is the function of the mean: one evaluation instead of one per
-    /// cell. Otherwise each cell is looked up.
+    /// cell. When they lie on two adjacent pieces, the same holds for each side of the
+    /// breakpoint. Otherwise each cell is looked up.
     #[inline]
     pub(crate) fn mean_soc(&self, cells: &[f64], min: f64, max: f64, mean: f64, n: f64) -> f64 {
         let p = self.piece(min);
-        if p == self.piece(max) && self.piece_in_range[p] {
+        let q = self.piece(max);
+        if p == q && self.piece_in_range[p] {
             return self.soc_at_valid(mean.clamp(min, max));
+        }
+        if q == p + 1 && self.piece_in_range[p] && self.piece_in_range[q] {
+            // One breakpoint inside [min, max]: cells at or below it are on piece p, the
+            // rest on piece q; each side's mean is linear in its voltage sum.
+            let bp = self.volts[p];
+            let (mut n_lo, mut sum_lo, mut sum_hi) = (0.0, 0.0, 0.0);
+            for &x in cells {
+                let ok = !x.is_nan();
+                let lo = ok & (x <= bp);
+                let hi = ok & (x > bp);
+                n_lo += if lo { 1.0 } else { 0.0 };
+                sum_lo += if lo { x } else { 0.0 };
+                sum_hi += if hi { x } else { 0.0 };
+            }
+            let n_hi = n - n_lo;
+            let side = |piece: usize, count: f64, sum: f64| {
+                if count == 0.0 {
+                    0.0
+                } else {
+                    count * self.piece_value(piece, sum / count)
+                }
+            };
+            return (side(p, n_lo, sum_lo) + side(q, n_hi, sum_hi)) / n;
         }
         let mut acc = [0.0; 2];
         let pairs = cells.chunks_exact(2);
