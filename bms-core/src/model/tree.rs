@@ -203,8 +203,8 @@ const MODE_SHIFT: u32 = 28;
 struct Node {
     packed: u32,
     threshold: f32,
-    if_true: u32,
-    if_false: u32,
+    /// `[if true, if false]`.
+    children: [u32; 2],
 }
 
 /// Mode parameter of [`Node::next`] that reads each node's own mode bits.
@@ -229,8 +229,10 @@ impl Node {
             3 => x > t,
             4 => x == t,
             _ => x != t,
-        } || (self.packed & MISSING_TRUE_BIT != 0 && x.is_nan());
-        if hit { self.if_true } else { self.if_false }
+        } | ((self.packed & MISSING_TRUE_BIT != 0) & x.is_nan());
+        // An index rather than a branch: the direction is data-dependent and would
+        // mispredict about half the time.
+        self.children[usize::from(!hit)]
     }
 }
 
@@ -449,8 +451,7 @@ impl EnsembleDef {
                     nodes.push(Node {
                         packed: NodeMode::Leaf.code() << MODE_SHIFT,
                         threshold: 0.0,
-                        if_true: at,
-                        if_false: at,
+                        children: [at, at],
                     });
                 } else {
                     let feature = to_usize("feature id", self.nodes_featureids[i])?;
@@ -473,8 +474,7 @@ impl EnsembleDef {
                             | (code << MODE_SHIFT)
                             | if missing { MISSING_TRUE_BIT } else { 0 },
                         threshold: self.nodes_values[i],
-                        if_true: 0,
-                        if_false: 0,
+                        children: [0, 0],
                     });
                     pending.push(i);
                     stack.push((children[i].1, d + 1));
@@ -485,8 +485,10 @@ impl EnsembleDef {
                 let Some(at) = slot[i] else { continue };
                 let (t, f) = children[i];
                 let node = &mut nodes[at as usize];
-                node.if_true = slot[t].ok_or_else(|| bad("unreachable child"))?;
-                node.if_false = slot[f].ok_or_else(|| bad("unreachable child"))?;
+                node.children = [
+                    slot[t].ok_or_else(|| bad("unreachable child"))?,
+                    slot[f].ok_or_else(|| bad("unreachable child"))?,
+                ];
             }
             trees.push((slot[root].ok_or_else(|| bad("unreachable root"))?, depth));
         }
