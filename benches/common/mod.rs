@@ -80,3 +80,24 @@ pub fn daily_table(vehicles: usize, days: usize) -> DailyTable {
     }
     DailyTable { rows }
 }
+
+/// The reference-shaped bench model (`benches/data/xgb_ref.onnx`, made by
+/// `make_bench_model.py`).
+pub fn bench_model_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data/xgb_ref.onnx")
+}
+
+/// `n` rows of `width` model inputs: standard normal-ish values (sum of two uniforms,
+/// scaled) with ~3 % NaN, row-major.
+pub fn model_rows(n: usize, width: usize) -> Vec<f32> {
+    let mut rng = Rng::new(11);
+    (0..n * width)
+        .map(|_| {
+            if rng.next_f64() < 0.03 {
+                f32::NAN
+            } else {
+                ((rng.next_f64() + rng.next_f64() - 1.0) * 2.5) as f32
+            }
+        })
+        .collect()
+}

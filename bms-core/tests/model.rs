@@ -377,3 +377,80 @@ fn model_is_send_and_sync_and_threads_agree() {
         }
     });
 }
+
+/// Bitwise equality of the direct path and the engine's plan on `x`, whole and row by row.
+fn assert_direct_equals_plan(name: &str, model: &Model, x: ndarray::ArrayView2<f32>) {
+    let (p, labels) = model.predict_with_labels(x).unwrap();
+    let (want_p, want_labels) = model.predict_with_labels_via_plan(x).unwrap();
+    assert_eq!(
+        p.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        want_p.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "{name}: probabilities, direct vs plan"
+    );
+    assert_eq!(labels, want_labels, "{name}: labels, direct vs plan");
+    for r in 0..x.nrows() {
+        let one = model.predict(x.slice(s![r..r + 1, ..])).unwrap();
+        assert_eq!(
+            one[0].to_bits(),
+            want_p[r].to_bits(),
+            "{name}: row {r} alone"
+        );
+    }
+}
+
+#[test]
+fn direct_tree_path_equals_the_engine_plan_on_every_fixture() {
+    let direct = [
+        "xgb_classifier",
+        "xgb_regressor",
+        "xgb_metadata",
+        "sklearn_rf",
+    ];
+    let planned = ["sklearn_mlp", "logreg_n1", "logreg_n"];
+    // Tree exports with extra nodes (lightgbm's and scikit-learn's label and probability
+    // post-processing) may run through the plan; compared all the same.
+    let other = ["lgbm_classifier", "sklearn_gbc", "sklearn_rf_zipmap"];
+    for name in direct.iter().chain(&planned).chain(&other) {
+        let model = load(name);
+        if direct.contains(name) {
+            assert!(model.is_direct(), "{name} should take the direct path");
+        }
+        if planned.contains(name) {
+            assert!(!model.is_direct(), "{name} is not a bare tree ensemble");
+        }
+        let g = golden(name);
+        // 3 × 48 + 5 rows: full bulk blocks plus a remainder walked tree by tree.
+        let big = ndarray::concatenate(
+            ndarray::Axis(0),
+            &[
+                g.rows.view(),
+                g.rows.view(),
+                g.rows.view(),
+                g.rows.slice(s![..5, ..]),
+            ],
+        )
+        .unwrap();
+        assert_direct_equals_plan(name, &model, big.view());
+        let columns = big.t().to_owned();
+        assert_direct_equals_plan(name, &model, columns.t());
+    }
+}
+
+#[test]
+fn direct_path_equals_the_engine_plan_on_the_bench_model() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/data/xgb_ref.onnx");
+    let model = Model::load(path).unwrap();
+    assert!(model.is_direct());
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let x = Array2::from_shape_fn((203, model.input_width()), |_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        if state.is_multiple_of(30) {
+            f32::NAN
+        } else {
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+        }
+    });
+    assert_direct_equals_plan("xgb_ref", &model, x.view());
+}

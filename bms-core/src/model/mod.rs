@@ -3,6 +3,11 @@
 //! tract's. The graph is normalised on the protobuf first ([`normalize`]), the feature
 //! contract is read from `metadata_props` ([`contract`]), and the runnable plan is built
 //! once, with a symbolic batch dimension, at load.
+//!
+//! When every output of the optimised graph comes straight from one tree ensemble fed by
+//! the graph input (the usual tree-model export), `predict` calls that ensemble's
+//! [`tree::CompiledEnsemble`] on the caller's rows directly: the same code tract would
+//! run, without the plan's per-call tensor copies and bookkeeping.
 
 pub mod contract;
 pub mod normalize;
@@ -46,11 +51,19 @@ enum Take {
 type Plan = TypedRunnableModel;
 type State = TypedSimpleState;
 
+/// The graph is `input → tree ensemble → outputs`: graph output `i` is output
+/// `slots[i]` of the ensemble op (classifier: 0 label, 1 scores; regressor: 0 values).
+struct Direct {
+    ensemble: Arc<tree::CompiledEnsemble>,
+    slots: Vec<usize>,
+}
+
 /// A loaded, optimised model: immutable and shareable across threads; each call reuses
 /// a per-thread run state from a pool.
 pub struct Model {
     plan: Arc<Plan>,
     states: Mutex<Vec<State>>,
+    direct: Option<Direct>,
     contract: ModelContract,
     width: usize,
     probability: (usize, Take),
@@ -135,12 +148,13 @@ impl Model {
 
         let built = catch_unwind(AssertUnwindSafe(|| build_plan(&framework, &proto, width)))
             .map_err(|_| BmsError::model("the engine panicked while loading the model"))??;
-        let (plan, facts) = built;
+        let (plan, facts, direct) = built;
         let (probability, label) = choose_outputs(&output_names, &facts)?;
 
         let model = Model {
             plan,
             states: Mutex::new(Vec::new()),
+            direct,
             contract,
             width,
             probability,
@@ -188,6 +202,23 @@ impl Model {
         self.run(x, false).map(|(p, _)| p)
     }
 
+    /// Whether `predict` evaluates the tree ensemble directly rather than through the
+    /// engine's plan (see the module documentation).
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// [`Model::predict_with_labels`] through the engine's plan even when the model
+    /// [`is_direct`](Model::is_direct): the reference the direct path is tested against.
+    #[doc(hidden)]
+    pub fn predict_with_labels_via_plan(
+        &self,
+        x: ArrayView2<f32>,
+    ) -> Result<(Array1<f32>, Option<Array1<i64>>)> {
+        self.check_width(x)?;
+        self.run_plan(x, true)
+    }
+
     /// Like [`Model::predict`], with the model's integer label output when it has one
     /// (tree-ensemble and scikit-learn classifiers do).
     pub fn predict_with_labels(
@@ -197,12 +228,8 @@ impl Model {
         self.run(x, true)
     }
 
-    fn run(
-        &self,
-        x: ArrayView2<f32>,
-        want_labels: bool,
-    ) -> Result<(Array1<f32>, Option<Array1<i64>>)> {
-        let (n, w) = x.dim();
+    fn check_width(&self, x: ArrayView2<f32>) -> Result<()> {
+        let w = x.ncols();
         if w != self.width {
             return Err(BmsError::Shape {
                 what: "model input width (values per row)".into(),
@@ -210,6 +237,96 @@ impl Model {
                 found: w,
             });
         }
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        x: ArrayView2<f32>,
+        want_labels: bool,
+    ) -> Result<(Array1<f32>, Option<Array1<i64>>)> {
+        self.check_width(x)?;
+        match &self.direct {
+            Some(direct) => self.run_direct(direct, x, want_labels),
+            None => self.run_plan(x, want_labels),
+        }
+    }
+
+    fn run_direct(
+        &self,
+        direct: &Direct,
+        x: ArrayView2<f32>,
+        want_labels: bool,
+    ) -> Result<(Array1<f32>, Option<Array1<i64>>)> {
+        let n = x.nrows();
+        let out = direct.ensemble.eval(x)?;
+        let slot_of = |i: usize| {
+            direct
+                .slots
+                .get(i)
+                .copied()
+                .ok_or_else(|| BmsError::model("the model produced too few outputs"))
+        };
+        let scores_slot = usize::from(out.label_index.is_some());
+        let (ix, take) = self.probability;
+        if slot_of(ix)? != scores_slot {
+            return Err(BmsError::model(
+                "the probability output is not the ensemble's scores",
+            ));
+        }
+        let p: Array1<f32> = match take {
+            Take::Column(c) if c < out.scores.ncols() => out.scores.column(c).to_owned(),
+            Take::Whole if out.scores.ncols() == 1 => out.scores.column(0).to_owned(),
+            _ => {
+                return Err(BmsError::model(format!(
+                    "the ensemble's scores have {} columns, which does not fit the probability output",
+                    out.scores.ncols()
+                )));
+            }
+        };
+        let labels = match self.label.filter(|_| want_labels) {
+            None => None,
+            Some(li) => {
+                let (0, tree::EnsembleKind::Classifier { labels }, Some(ix)) = (
+                    slot_of(li)?,
+                    direct.ensemble.kind(),
+                    out.label_index.as_ref(),
+                ) else {
+                    return Err(BmsError::model(
+                        "the label output is not the ensemble's label",
+                    ));
+                };
+                let tree::ClassLabels::Int64(values) = labels else {
+                    return Err(BmsError::model("the ensemble's labels are not integers"));
+                };
+                Some(
+                    ix.iter()
+                        .map(|&i| {
+                            values
+                                .get(i)
+                                .copied()
+                                .ok_or_else(|| BmsError::model("label index out of range"))
+                        })
+                        .collect::<Result<Array1<i64>>>()?,
+                )
+            }
+        };
+        if p.len() != n {
+            return Err(BmsError::Shape {
+                what: "probability output rows vs. input rows".into(),
+                expected: n,
+                found: p.len(),
+            });
+        }
+        Ok((p, labels))
+    }
+
+    fn run_plan(
+        &self,
+        x: ArrayView2<f32>,
+        want_labels: bool,
+    ) -> Result<(Array1<f32>, Option<Array1<i64>>)> {
+        let n = x.nrows();
         if n == 0 {
             let labels = (want_labels && self.label.is_some()).then(|| Array1::zeros(0));
             return Ok((Array1::zeros(0), labels));
@@ -273,7 +390,7 @@ fn build_plan(
     framework: &tract_onnx::model::Onnx,
     proto: &ModelProto,
     width: usize,
-) -> Result<(Arc<Plan>, Vec<TypedFact>)> {
+) -> Result<(Arc<Plan>, Vec<TypedFact>, Option<Direct>)> {
     let mut model = framework
         .model_for_proto_model(proto)
         .map_err(|e| tract_error("the engine refused the graph", e))?;
@@ -291,10 +408,35 @@ fn build_plan(
         .map(|o| typed.outlet_fact(*o).cloned())
         .collect::<TractResult<Vec<_>>>()
         .map_err(|e| tract_error("reading outputs", e))?;
+    let direct = direct_ensemble(&typed);
     let plan = typed
         .into_runnable()
         .map_err(|e| tract_error("the engine could not plan the graph", e))?;
-    Ok((plan, facts))
+    Ok((plan, facts, direct))
+}
+
+/// The ensemble when every graph output is an output of one [`ops::TreeEnsemble`] node
+/// whose only input is the graph's only input; then nothing else in the graph can affect
+/// an output.
+fn direct_ensemble(typed: &TypedModel) -> Option<Direct> {
+    let input = match typed.input_outlets().ok()? {
+        [one] => *one,
+        _ => return None,
+    };
+    let outputs = typed.output_outlets().ok()?;
+    let node = outputs.first()?.node;
+    if outputs.iter().any(|o| o.node != node) {
+        return None;
+    }
+    let node = typed.node(node);
+    if node.inputs != [input] {
+        return None;
+    }
+    let op = node.op_as::<ops::TreeEnsemble>()?;
+    Some(Direct {
+        ensemble: Arc::clone(&op.ensemble),
+        slots: outputs.iter().map(|o| o.slot).collect(),
+    })
 }
 
 /// Picks the probability output by name and shape, and the label output if any.

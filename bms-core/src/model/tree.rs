@@ -3,11 +3,18 @@
 //!
 //! [`EnsembleDef`] holds the operator attributes as the ONNX node states them;
 //! [`EnsembleDef::compile`] checks them and lays the trees out for evaluation:
-//! every internal node of every tree in one flat array (pre-order per tree, so the
-//! true child usually follows its parent), child links resolved to array indices and
-//! leaves resolved to indices into the leaf-weight arrays (a child `c < 0` is leaf `!c`).
-//! [`CompiledEnsemble::eval`] walks a block of rows through each tree together, so the
-//! memory latency of one row's next node hides behind the other rows' work.
+//! every node of every tree in one flat array of 16-byte nodes (pre-order per tree, so
+//! the true child usually follows its parent), child links resolved to array indices.
+//! A leaf links to itself on both sides, so a walk of a tree's depth in steps ends on
+//! the leaf whatever the path length: the walk loop has no per-step exit test, and the
+//! leaf's weights are found by its node index.
+//! [`CompiledEnsemble::eval`] walks several independent paths together so that the
+//! memory latency of one path's next node hides behind the others: [`ROW_LANES`] rows
+//! through one tree in bulk, one row through [`TREE_LANES`] trees for the remainder rows
+//! (a single-row call is all remainder). When every branch shares one comparison (an
+//! XGBoost export is `BRANCH_LT` throughout) the walk is compiled for that comparison.
+//! Leaf weights are added to each row's sums in tree order in both walks, so the result
+//! does not depend on batch size or position.
 //!
 //! Semantics (ONNX spec; where the spec is silent, onnxruntime's behaviour):
 //! - a branch goes to the true child when `x <mode> threshold` holds, or when `x` is NaN
@@ -196,33 +203,45 @@ const MODE_SHIFT: u32 = 28;
 struct Node {
     packed: u32,
     threshold: f32,
-    if_true: i32,
-    if_false: i32,
+    /// `[if true, if false]`.
+    children: [u32; 2],
 }
 
+/// Mode parameter of [`Node::next`] that reads each node's own mode bits.
+const MIXED: u32 = 7;
+
 impl Node {
+    /// The child `row` goes to. `M` is the branch mode code shared by every branch of
+    /// the ensemble, or [`MIXED`]. A leaf returns its own index.
     #[inline(always)]
-    fn next(&self, row: &[f32]) -> i32 {
+    fn next<const M: u32>(&self, row: &[f32]) -> u32 {
         let x = row[(self.packed & FEATURE_MASK) as usize];
         let t = self.threshold;
-        let hit = match (self.packed >> MODE_SHIFT) & 0x7 {
+        let mode = if M == MIXED {
+            (self.packed >> MODE_SHIFT) & 0x7
+        } else {
+            M
+        };
+        let hit = match mode {
             0 => x <= t,
             1 => x < t,
             2 => x >= t,
             3 => x > t,
             4 => x == t,
             _ => x != t,
-        } || (self.packed & MISSING_TRUE_BIT != 0 && x.is_nan());
-        if hit { self.if_true } else { self.if_false }
+        } | ((self.packed & MISSING_TRUE_BIT != 0) & x.is_nan());
+        // An index rather than a branch: the direction is data-dependent and would
+        // mispredict about half the time.
+        self.children[usize::from(!hit)]
     }
 }
 
-/// How leaves feed the outputs.
+/// How leaves feed the outputs; indexed by node index (branches add nothing).
 #[derive(Debug, Clone, PartialEq)]
 enum Leaves {
-    /// Every leaf adds at most one weight, to output 0: `value[leaf]` (0 when absent).
+    /// Every leaf adds at most one weight, to output 0: `value[node]` (0 when absent).
     Single { value: Vec<f32> },
-    /// Leaf `l` adds `weight[k]` to output `output[k]` for `k` in `offsets[l]..offsets[l+1]`.
+    /// Node `l` adds `weight[k]` to output `output[k]` for `k` in `offsets[l]..offsets[l+1]`.
     Multi {
         offsets: Vec<u32>,
         output: Vec<u32>,
@@ -244,8 +263,13 @@ enum ClassMode {
 pub struct CompiledEnsemble {
     kind: EnsembleKind,
     class_mode: ClassMode,
+    /// Invariant: every child index is `< nodes.len()`, every feature index is
+    /// `< min_width`.
     nodes: Vec<Node>,
-    roots: Vec<i32>,
+    /// Root node index and depth (edges on the longest root-to-leaf path) per tree.
+    trees: Vec<(u32, u32)>,
+    /// Code of the comparison every branch uses, or [`MIXED`].
+    mode: u32,
     leaves: Leaves,
     n_accumulators: usize,
     base: Vec<f32>,
@@ -280,7 +304,10 @@ fn to_usize(name: &str, v: i64) -> Result<usize> {
     usize::try_from(v).map_err(|_| bad(format!("negative {name}: {v}")))
 }
 
-const BLOCK: usize = 8;
+/// Rows walked together through one tree in bulk.
+pub const ROW_LANES: usize = 8;
+/// Trees one row walks together (rows that do not fill a [`ROW_LANES`] block).
+pub const TREE_LANES: usize = 8;
 
 impl EnsembleDef {
     /// Checks the attributes and compiles them for `kind`.
@@ -397,27 +424,35 @@ impl EnsembleDef {
         }
 
         let mut min_width = 0usize;
-        let mut nodes: Vec<Node> = Vec::new();
-        let mut roots: Vec<i32> = Vec::with_capacity(tree_ids.len());
-        let mut leaf_keys: Vec<(i64, i64)> = Vec::new();
-        let mut slot = vec![None::<i32>; n];
+        let mut nodes: Vec<Node> = Vec::with_capacity(n);
+        let mut trees: Vec<(u32, u32)> = Vec::with_capacity(tree_ids.len());
+        let mut leaf_keys: Vec<Option<(i64, i64)>> = Vec::with_capacity(n);
+        let mut modes_used: Vec<u32> = Vec::new();
+        let mut slot = vec![None::<u32>; n];
         for tree in &tree_ids {
             let root = *root_of
                 .get(tree)
                 .ok_or_else(|| bad(format!("tree {tree} has no root (cycle)")))?;
-            let mut stack = vec![root];
+            let mut stack = vec![(root, 0u32)];
             let mut pending: Vec<usize> = Vec::new();
-            while let Some(i) = stack.pop() {
+            let mut depth = 0u32;
+            while let Some((i, d)) = stack.pop() {
                 if slot[i].is_some() {
                     return Err(bad(format!(
                         "node {} of tree {tree} is reached twice",
                         self.nodes_nodeids[i]
                     )));
                 }
+                let at = u32::try_from(nodes.len()).map_err(|_| bad("too many nodes"))?;
+                slot[i] = Some(at);
                 if self.nodes_modes[i] == NodeMode::Leaf {
-                    let leaf = leaf_keys.len();
-                    leaf_keys.push((self.nodes_treeids[i], self.nodes_nodeids[i]));
-                    slot[i] = Some(!(i32::try_from(leaf).map_err(|_| bad("too many leaves"))?));
+                    depth = depth.max(d);
+                    leaf_keys.push(Some((self.nodes_treeids[i], self.nodes_nodeids[i])));
+                    nodes.push(Node {
+                        packed: NodeMode::Leaf.code() << MODE_SHIFT,
+                        threshold: 0.0,
+                        children: [at, at],
+                    });
                 } else {
                     let feature = to_usize("feature id", self.nodes_featureids[i])?;
                     if feature as u64 > FEATURE_MASK as u64 {
@@ -429,28 +464,33 @@ impl EnsembleDef {
                         .get(i)
                         .copied()
                         .unwrap_or(false);
-                    slot[i] = Some(i32::try_from(nodes.len()).map_err(|_| bad("too many nodes"))?);
+                    let code = self.nodes_modes[i].code();
+                    if !modes_used.contains(&code) {
+                        modes_used.push(code);
+                    }
+                    leaf_keys.push(None);
                     nodes.push(Node {
                         packed: feature as u32
-                            | (self.nodes_modes[i].code() << MODE_SHIFT)
+                            | (code << MODE_SHIFT)
                             | if missing { MISSING_TRUE_BIT } else { 0 },
                         threshold: self.nodes_values[i],
-                        if_true: 0,
-                        if_false: 0,
+                        children: [0, 0],
                     });
                     pending.push(i);
-                    stack.push(children[i].1);
-                    stack.push(children[i].0);
+                    stack.push((children[i].1, d + 1));
+                    stack.push((children[i].0, d + 1));
                 }
             }
             for i in pending {
                 let Some(at) = slot[i] else { continue };
                 let (t, f) = children[i];
                 let node = &mut nodes[at as usize];
-                node.if_true = slot[t].ok_or_else(|| bad("unreachable child"))?;
-                node.if_false = slot[f].ok_or_else(|| bad("unreachable child"))?;
+                node.children = [
+                    slot[t].ok_or_else(|| bad("unreachable child"))?,
+                    slot[f].ok_or_else(|| bad("unreachable child"))?,
+                ];
             }
-            roots.push(slot[root].ok_or_else(|| bad("unreachable root"))?);
+            trees.push((slot[root].ok_or_else(|| bad("unreachable root"))?, depth));
         }
         if let Some(i) = slot.iter().position(Option::is_none) {
             return Err(bad(format!(
@@ -458,6 +498,10 @@ impl EnsembleDef {
                 self.nodes_nodeids[i], self.nodes_treeids[i]
             )));
         }
+        let mode = match modes_used.as_slice() {
+            [one] => *one,
+            _ => MIXED,
+        };
 
         let mut used_ids: Vec<i64> = self.leaf_ids.clone();
         used_ids.sort_unstable();
@@ -500,16 +544,16 @@ impl EnsembleDef {
                 }
             };
 
+        let weights = |key: &Option<(i64, i64)>| key.as_ref().and_then(|k| weights_of.get(k));
         let single = n_accumulators == 1
             && leaf_keys
                 .iter()
-                .all(|key| weights_of.get(key).is_none_or(|w| w.len() <= 1));
+                .all(|key| weights(key).is_none_or(|w| w.len() <= 1));
         let leaves = if single {
             let value = leaf_keys
                 .iter()
                 .map(|key| {
-                    weights_of
-                        .get(key)
+                    weights(key)
                         .and_then(|w| w.first())
                         .map_or(0.0, |&k| self.leaf_weights[k])
                 })
@@ -521,7 +565,7 @@ impl EnsembleDef {
             let mut weight = Vec::new();
             offsets.push(0u32);
             for key in &leaf_keys {
-                if let Some(ks) = weights_of.get(key) {
+                if let Some(ks) = weights(key) {
                     for &k in ks {
                         let id = self.leaf_ids[k];
                         let acc = if single_score { 0 } else { id as u32 };
@@ -543,7 +587,8 @@ impl EnsembleDef {
             kind,
             class_mode,
             nodes,
-            roots,
+            trees,
+            mode,
             leaves,
             n_accumulators,
             base,
@@ -595,7 +640,7 @@ impl CompiledEnsemble {
 
     /// Number of trees.
     pub fn n_trees(&self) -> usize {
-        self.roots.len()
+        self.trees.len()
     }
 
     /// The smallest input width the trees can read (highest feature id + 1).
@@ -618,95 +663,79 @@ impl CompiledEnsemble {
         let data = x
             .as_slice()
             .ok_or_else(|| BmsError::model("tree ensemble: input is not contiguous"))?;
-        let nacc = self.n_accumulators;
-        let mut acc = vec![0f32; n_rows * nacc];
-        let track = matches!(
-            self.kind,
-            EnsembleKind::Regressor {
-                aggregate: Aggregate::Min | Aggregate::Max,
-                ..
-            }
-        );
-        let mut seen = if track {
-            vec![false; n_rows * nacc]
-        } else {
-            Vec::new()
+        let acc = match self.mode {
+            0 => self.accumulate::<0>(data, n_rows, width),
+            1 => self.accumulate::<1>(data, n_rows, width),
+            2 => self.accumulate::<2>(data, n_rows, width),
+            3 => self.accumulate::<3>(data, n_rows, width),
+            4 => self.accumulate::<4>(data, n_rows, width),
+            5 => self.accumulate::<5>(data, n_rows, width),
+            _ => self.accumulate::<MIXED>(data, n_rows, width),
         };
-        let aggregate = match self.kind {
-            EnsembleKind::Regressor { aggregate, .. } => aggregate,
-            EnsembleKind::Classifier { .. } => Aggregate::Sum,
-        };
-
-        let mut leaf = [0i32; BLOCK];
-        for r0 in (0..n_rows).step_by(BLOCK) {
-            let bs = BLOCK.min(n_rows - r0);
-            let rows: [&[f32]; BLOCK] = std::array::from_fn(|b| {
-                if b < bs {
-                    &data[(r0 + b) * width..(r0 + b + 1) * width]
-                } else {
-                    &[]
-                }
-            });
-            for &root in &self.roots {
-                self.walk(root, &rows[..bs], &mut leaf[..bs]);
-                for b in 0..bs {
-                    let l = !leaf[b] as usize;
-                    let row_acc = &mut acc[(r0 + b) * nacc..(r0 + b + 1) * nacc];
-                    match &self.leaves {
-                        Leaves::Single { value } => {
-                            let v = value[l];
-                            if track {
-                                combine(aggregate, &mut row_acc[0], &mut seen[(r0 + b) * nacc], v);
-                            } else {
-                                row_acc[0] += v;
-                            }
-                        }
-                        Leaves::Multi {
-                            offsets,
-                            output,
-                            weight,
-                        } => {
-                            for k in offsets[l] as usize..offsets[l + 1] as usize {
-                                let o = output[k] as usize;
-                                let v = weight[k];
-                                if track {
-                                    combine(
-                                        aggregate,
-                                        &mut row_acc[o],
-                                        &mut seen[(r0 + b) * nacc + o],
-                                        v,
-                                    );
-                                } else {
-                                    row_acc[o] += v;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
         Ok(self.finish(n_rows, acc))
     }
 
-    #[inline(always)]
-    fn walk(&self, root: i32, rows: &[&[f32]], leaf: &mut [i32]) {
-        if root < 0 {
-            leaf.fill(root);
-            return;
-        }
-        leaf.fill(root);
-        loop {
-            let mut live = false;
-            for (cur, row) in leaf.iter_mut().zip(rows) {
-                if *cur >= 0 {
-                    *cur = self.nodes[*cur as usize].next(row);
-                    live |= *cur >= 0;
+    /// Raw per-row sums (`n_accumulators` per row) of the `n_rows` rows in `data`
+    /// (`width >= min_width` values each).
+    fn accumulate<const M: u32>(&self, data: &[f32], n_rows: usize, width: usize) -> Vec<f32> {
+        let nacc = self.n_accumulators;
+        let mut acc = vec![0f32; n_rows * nacc];
+        let aggregate = match self.kind {
+            EnsembleKind::Regressor {
+                aggregate: a @ (Aggregate::Min | Aggregate::Max),
+                ..
+            } => Some(a),
+            _ => None,
+        };
+        let mut seen = vec![
+            false;
+            if aggregate.is_some() {
+                n_rows * nacc
+            } else {
+                0
+            }
+        ];
+        let mut sums = Sums {
+            leaves: &self.leaves,
+            aggregate,
+            acc: &mut acc,
+            seen: &mut seen,
+            nacc,
+        };
+        let nodes = self.nodes.as_slice();
+        let bulk = if width == 0 {
+            0
+        } else {
+            n_rows - n_rows % ROW_LANES
+        };
+        for (b, block) in data[..bulk * width]
+            .chunks_exact(ROW_LANES * width.max(1))
+            .enumerate()
+        {
+            let rows: [&[f32]; ROW_LANES] =
+                std::array::from_fn(|l| &block[l * width..(l + 1) * width]);
+            for &(root, depth) in &self.trees {
+                let mut cur = [root; ROW_LANES];
+                walk::<M, ROW_LANES>(nodes, &rows, &mut cur, depth);
+                for (l, &leaf) in cur.iter().enumerate() {
+                    sums.add(b * ROW_LANES + l, leaf);
                 }
             }
-            if !live {
-                break;
+        }
+        for r in bulk..n_rows {
+            let row = &data[r * width..(r + 1) * width];
+            let rows = [row; TREE_LANES];
+            for group in self.trees.chunks(TREE_LANES) {
+                let last = group.len() - 1;
+                let mut cur: [u32; TREE_LANES] = std::array::from_fn(|l| group[l.min(last)].0);
+                let depth = group.iter().map(|t| t.1).max().unwrap_or(0);
+                walk::<M, TREE_LANES>(nodes, &rows, &mut cur, depth);
+                for &leaf in &cur[..group.len()] {
+                    sums.add(r, leaf);
+                }
             }
         }
+        acc
     }
 
     fn finish(&self, n_rows: usize, acc: Vec<f32>) -> EnsembleOutput {
@@ -715,7 +744,7 @@ impl CompiledEnsemble {
         let mut scores = Array2::<f32>::zeros((n_rows, n_out));
         match &self.kind {
             EnsembleKind::Regressor { aggregate, .. } => {
-                let n_trees = self.roots.len().max(1) as f32;
+                let n_trees = self.trees.len().max(1) as f32;
                 let mut row = vec![0f64; n_out];
                 for (r, mut out) in scores.axis_iter_mut(Axis(0)).enumerate() {
                     for t in 0..n_out {
@@ -780,6 +809,65 @@ impl CompiledEnsemble {
             PostTransform::None => {}
             PostTransform::Logistic => row.iter_mut().for_each(|x| *x = sigmoid(*x)),
             PostTransform::Softmax => softmax(row),
+        }
+    }
+}
+
+/// Moves each lane `l` `depth` steps from node `cur[l]` along `rows[l]`; a lane that
+/// reaches a leaf stays on it.
+#[inline(always)]
+fn walk<const M: u32, const L: usize>(
+    nodes: &[Node],
+    rows: &[&[f32]; L],
+    cur: &mut [u32; L],
+    depth: u32,
+) {
+    for _ in 0..depth {
+        for (c, row) in cur.iter_mut().zip(rows) {
+            *c = nodes[*c as usize].next::<M>(row);
+        }
+    }
+}
+
+/// Per-row accumulators that leaves are added to.
+struct Sums<'a> {
+    leaves: &'a Leaves,
+    /// `Some` for a `MIN` / `MAX` regressor, whose `seen` flags mark filled accumulators.
+    aggregate: Option<Aggregate>,
+    acc: &'a mut [f32],
+    seen: &'a mut [bool],
+    nacc: usize,
+}
+
+impl Sums<'_> {
+    /// Adds the weights of leaf node `leaf` to row `r`.
+    #[inline(always)]
+    fn add(&mut self, r: usize, leaf: u32) {
+        let leaf = leaf as usize;
+        let row = &mut self.acc[r * self.nacc..(r + 1) * self.nacc];
+        match (self.leaves, self.aggregate) {
+            (Leaves::Single { value }, None) => row[0] += value[leaf],
+            (Leaves::Single { value }, Some(a)) => {
+                combine(a, &mut row[0], &mut self.seen[r * self.nacc], value[leaf]);
+            }
+            (
+                Leaves::Multi {
+                    offsets,
+                    output,
+                    weight,
+                },
+                a,
+            ) => {
+                for k in offsets[leaf] as usize..offsets[leaf + 1] as usize {
+                    let o = output[k] as usize;
+                    match a {
+                        None => row[o] += weight[k],
+                        Some(a) => {
+                            combine(a, &mut row[o], &mut self.seen[r * self.nacc + o], weight[k]);
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -1035,6 +1123,136 @@ mod tests {
         }
         assert_eq!(e.min_width(), 3);
         assert!(e.eval(Array2::<f32>::zeros((1, 2)).view()).is_err());
+    }
+
+    /// xorshift64: deterministic test data without an RNG crate.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn unit(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 24) as f32
+        }
+    }
+
+    /// `n_trees` irregular trees (depth 0 to 6) over 7 features; every branch uses
+    /// `mode` when given, a random mode otherwise; random missing-value flags; tree ids
+    /// listed in descending order.
+    fn random_ensemble(rng: &mut Rng, n_trees: usize, mode: Option<NodeMode>) -> EnsembleDef {
+        const MODES: [NodeMode; 6] = [
+            NodeMode::BranchLeq,
+            NodeMode::BranchLt,
+            NodeMode::BranchGte,
+            NodeMode::BranchGt,
+            NodeMode::BranchEq,
+            NodeMode::BranchNeq,
+        ];
+        let mut d = EnsembleDef::default();
+        for t in (0..n_trees as i64).rev() {
+            let mut next_id = 1i64;
+            let mut open = vec![(0i64, 0u32)];
+            while let Some((id, depth)) = open.pop() {
+                d.nodes_treeids.push(t);
+                d.nodes_nodeids.push(id);
+                d.nodes_featureids.push(rng.below(7) as i64);
+                d.nodes_values.push((rng.below(5) as f32 - 2.0) * 0.5);
+                d.nodes_missing_value_tracks_true.push(rng.below(2) == 1);
+                if depth < 6 && rng.below(4) != 0 {
+                    let m = mode.unwrap_or(MODES[rng.below(6) as usize]);
+                    d.nodes_modes.push(m);
+                    d.nodes_truenodeids.push(next_id);
+                    d.nodes_falsenodeids.push(next_id + 1);
+                    open.push((next_id, depth + 1));
+                    open.push((next_id + 1, depth + 1));
+                    next_id += 2;
+                } else {
+                    d.nodes_modes.push(NodeMode::Leaf);
+                    d.nodes_truenodeids.push(0);
+                    d.nodes_falsenodeids.push(0);
+                    d.leaf_treeids.push(t);
+                    d.leaf_nodeids.push(id);
+                    d.leaf_ids.push(0);
+                    d.leaf_weights.push(rng.unit() - 0.5);
+                }
+            }
+        }
+        d
+    }
+
+    /// The sum over trees (ascending tree id) of the leaf weight `row` reaches, walking
+    /// the attributes as stated.
+    fn reference_sum(d: &EnsembleDef, row: &[f32]) -> f32 {
+        let at = |t: i64, id: i64| {
+            (0..d.nodes_nodeids.len())
+                .find(|&i| d.nodes_treeids[i] == t && d.nodes_nodeids[i] == id)
+                .unwrap()
+        };
+        let mut trees = d.nodes_treeids.clone();
+        trees.sort_unstable();
+        trees.dedup();
+        let mut sum = 0f32;
+        for t in trees {
+            let mut i = at(t, 0);
+            while d.nodes_modes[i] != NodeMode::Leaf {
+                let x = row[d.nodes_featureids[i] as usize];
+                let v = d.nodes_values[i];
+                let hit = match d.nodes_modes[i] {
+                    NodeMode::BranchLeq => x <= v,
+                    NodeMode::BranchLt => x < v,
+                    NodeMode::BranchGte => x >= v,
+                    NodeMode::BranchGt => x > v,
+                    NodeMode::BranchEq => x == v,
+                    NodeMode::BranchNeq => x != v,
+                    NodeMode::Leaf => unreachable!(),
+                } || (x.is_nan() && d.nodes_missing_value_tracks_true[i]);
+                let next = if hit {
+                    d.nodes_truenodeids[i]
+                } else {
+                    d.nodes_falsenodeids[i]
+                };
+                i = at(t, next);
+            }
+            let k = (0..d.leaf_weights.len())
+                .find(|&k| d.leaf_treeids[k] == t && d.leaf_nodeids[k] == d.nodes_nodeids[i])
+                .unwrap();
+            sum += d.leaf_weights[k];
+        }
+        sum
+    }
+
+    #[test]
+    fn bulk_and_single_row_walks_equal_a_plain_walk_of_the_attributes() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for (n_trees, mode) in [
+            (37, Some(NodeMode::BranchLt)),
+            (37, Some(NodeMode::BranchGte)),
+            (19, None),
+            (3, None),
+        ] {
+            let d = random_ensemble(&mut rng, n_trees, mode);
+            let e = d.compile(regressor()).unwrap();
+            assert_eq!(e.mode == MIXED, mode.is_none(), "{mode:?}");
+            let n_rows = 3 * ROW_LANES + 5;
+            let x = Array2::from_shape_fn((n_rows, 7), |_| match rng.below(8) {
+                0 => f32::NAN,
+                k => (k as f32 - 4.0) * 0.5,
+            });
+            let bulk = e.eval(x.view()).unwrap();
+            for r in 0..n_rows {
+                let want = reference_sum(&d, x.row(r).as_slice().unwrap());
+                assert_eq!(bulk.scores[[r, 0]], want, "{mode:?}: row {r} in bulk");
+                let one = e.eval(x.slice(ndarray::s![r..r + 1, ..])).unwrap();
+                assert_eq!(one.scores[[0, 0]], want, "{mode:?}: row {r} alone");
+            }
+        }
     }
 
     #[test]
