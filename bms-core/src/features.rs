@@ -150,28 +150,14 @@ fn cell_stats(v: &[f64], ocv: &OcvCurve) -> CellStats {
             soc_mean: f64::NAN,
         };
     };
-    // Pass 1, branch-free over four lanes so it vectorises: a NaN loses every comparison
-    // and contributes zero to the sums and the count.
-    let mut max = [k; 4];
-    let mut min = [k; 4];
-    let mut s1 = [0.0; 4];
-    let mut s2 = [0.0; 4];
-    let mut cnt = [0.0; 4];
-    let chunks = v.chunks_exact(4);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for l in 0..4 {
-            let x = c[l];
-            let ok = !x.is_nan();
-            max[l] = if x > max[l] { x } else { max[l] };
-            min[l] = if x < min[l] { x } else { min[l] };
-            let d = if ok { x - k } else { 0.0 };
-            s1[l] += d;
-            s2[l] += d * d;
-            cnt[l] += if ok { 1.0 } else { 0.0 };
-        }
-    }
-    for (l, &x) in rest.iter().enumerate() {
+    let Lanes {
+        mut max,
+        mut min,
+        mut s1,
+        mut s2,
+        mut cnt,
+    } = lanes_entry(v, k);
+    for (l, &x) in v.chunks_exact(4).remainder().iter().enumerate() {
         let ok = !x.is_nan();
         max[l] = if x > max[l] { x } else { max[l] };
         min[l] = if x < min[l] { x } else { min[l] };
@@ -194,6 +180,112 @@ fn cell_stats(v: &[f64], ocv: &OcvCurve) -> CellStats {
         min_idx: first_equal(v, min),
         soc_mean: ocv.mean_soc(v, min, max, k + mean_d, nf),
     }
+}
+
+/// Per-lane extremes, shifted sums and counts of the valid cells: lane `l` holds the
+/// cells whose index is `l` mod 4 (the trailing `len % 4` cells are left to the caller).
+/// A NaN loses every comparison and adds zero to the sums and the count.
+struct Lanes {
+    max: [f64; 4],
+    min: [f64; 4],
+    s1: [f64; 4],
+    s2: [f64; 4],
+    cnt: [f64; 4],
+}
+
+/// [`Lanes`] with SSE2 (baseline on x86-64): the same operations in the same order as the
+/// portable version, so results are bit-identical on every architecture.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+fn lanes(v: &[f64], k: f64) -> Lanes {
+    use std::arch::x86_64::*;
+    let kk = _mm_set1_pd(k);
+    let one = _mm_set1_pd(1.0);
+    let zero = _mm_setzero_pd();
+    let (mut max_a, mut max_b, mut min_a, mut min_b) = (kk, kk, kk, kk);
+    let (mut s1_a, mut s1_b, mut s2_a, mut s2_b) = (zero, zero, zero, zero);
+    let (mut c_a, mut c_b) = (zero, zero);
+    for c in v.chunks_exact(4) {
+        let a = _mm_set_pd(c[1], c[0]);
+        let b = _mm_set_pd(c[3], c[2]);
+        // MAXPD/MINPD return the second operand when the first is NaN.
+        max_a = _mm_max_pd(a, max_a);
+        max_b = _mm_max_pd(b, max_b);
+        min_a = _mm_min_pd(a, min_a);
+        min_b = _mm_min_pd(b, min_b);
+        let ok_a = _mm_cmpord_pd(a, a);
+        let ok_b = _mm_cmpord_pd(b, b);
+        let d_a = _mm_and_pd(_mm_sub_pd(a, kk), ok_a);
+        let d_b = _mm_and_pd(_mm_sub_pd(b, kk), ok_b);
+        s1_a = _mm_add_pd(s1_a, d_a);
+        s1_b = _mm_add_pd(s1_b, d_b);
+        s2_a = _mm_add_pd(s2_a, _mm_mul_pd(d_a, d_a));
+        s2_b = _mm_add_pd(s2_b, _mm_mul_pd(d_b, d_b));
+        c_a = _mm_add_pd(c_a, _mm_and_pd(one, ok_a));
+        c_b = _mm_add_pd(c_b, _mm_and_pd(one, ok_b));
+    }
+    let arr = |a: __m128d, b: __m128d| {
+        let mut lo = [0.0; 2];
+        let mut hi = [0.0; 2];
+        _mm_storeu_pd_array(&mut lo, a);
+        _mm_storeu_pd_array(&mut hi, b);
+        [lo[0], lo[1], hi[0], hi[1]]
+    };
+    Lanes {
+        max: arr(max_a, max_b),
+        min: arr(min_a, min_b),
+        s1: arr(s1_a, s1_b),
+        s2: arr(s2_a, s2_b),
+        cnt: arr(c_a, c_b),
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+fn _mm_storeu_pd_array(out: &mut [f64; 2], v: std::arch::x86_64::__m128d) {
+    use std::arch::x86_64::*;
+    out[0] = _mm_cvtsd_f64(v);
+    out[1] = _mm_cvtsd_f64(_mm_unpackhi_pd(v, v));
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn lanes_entry(v: &[f64], k: f64) -> Lanes {
+    // SAFETY: `lanes` only needs SSE2, which this cfg guarantees is enabled for the whole
+    // build (it is part of the x86-64 baseline).
+    unsafe { lanes(v, k) }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn lanes_entry(v: &[f64], k: f64) -> Lanes {
+    lanes(v, k)
+}
+
+/// [`Lanes`], portable version.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn lanes(v: &[f64], k: f64) -> Lanes {
+    let mut out = Lanes {
+        max: [k; 4],
+        min: [k; 4],
+        s1: [0.0; 4],
+        s2: [0.0; 4],
+        cnt: [0.0; 4],
+    };
+    for c in v.chunks_exact(4) {
+        for l in 0..4 {
+            let x = c[l];
+            let ok = !x.is_nan();
+            out.max[l] = if x > out.max[l] { x } else { out.max[l] };
+            out.min[l] = if x < out.min[l] { x } else { out.min[l] };
+            let d = if ok { x - k } else { 0.0 };
+            out.s1[l] += d;
+            out.s2[l] += d * d;
+            out.cnt[l] += if ok { 1.0 } else { 0.0 };
+        }
+    }
+    out
 }
 
 /// Index of the first element equal to `target`, testing blocks of eight without
