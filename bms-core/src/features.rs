@@ -150,6 +150,37 @@ fn cell_stats(v: &[f64], ocv: &OcvCurve) -> CellStats {
             soc_mean: f64::NAN,
         };
     };
+    let Moments {
+        max,
+        min,
+        n: nf,
+        mean_d,
+        sq,
+    } = moments(v, k);
+    CellStats {
+        max,
+        min,
+        mean: k + mean_d,
+        std: (sq - mean_d * mean_d).max(0.0).sqrt(),
+        max_idx: first_equal(v, max),
+        min_idx: first_equal(v, min),
+        soc_mean: ocv.mean_soc(v, min, max, k + mean_d, nf),
+    }
+}
+
+/// Extremes, count, and mean and mean square of `x − k` over the valid values of `v`.
+struct Moments {
+    max: f64,
+    min: f64,
+    n: f64,
+    mean_d: f64,
+    sq: f64,
+}
+
+/// [`Moments`] of `v` shifted by `k`, a valid element of `v` (shifting by a value of the data
+/// keeps the variance exact to rounding at cell-voltage magnitudes).
+#[inline]
+fn moments(v: &[f64], k: f64) -> Moments {
     let Lanes {
         mut max,
         mut min,
@@ -166,19 +197,13 @@ fn cell_stats(v: &[f64], ocv: &OcvCurve) -> CellStats {
         s2[l] += d * d;
         cnt[l] += if ok { 1.0 } else { 0.0 };
     }
-    let max = max[0].max(max[1]).max(max[2].max(max[3]));
-    let min = min[0].min(min[1]).min(min[2].min(min[3]));
-    let nf = (cnt[0] + cnt[1]) + (cnt[2] + cnt[3]);
-    let mean_d = ((s1[0] + s1[1]) + (s1[2] + s1[3])) / nf;
-    let sq = ((s2[0] + s2[1]) + (s2[2] + s2[3])) / nf;
-    CellStats {
-        max,
-        min,
-        mean: k + mean_d,
-        std: (sq - mean_d * mean_d).max(0.0).sqrt(),
-        max_idx: first_equal(v, max),
-        min_idx: first_equal(v, min),
-        soc_mean: ocv.mean_soc(v, min, max, k + mean_d, nf),
+    let n = (cnt[0] + cnt[1]) + (cnt[2] + cnt[3]);
+    Moments {
+        max: max[0].max(max[1]).max(max[2].max(max[3])),
+        min: min[0].min(min[1]).min(min[2].min(min[3])),
+        n,
+        mean_d: ((s1[0] + s1[1]) + (s1[2] + s1[3])) / n,
+        sq: ((s2[0] + s2[1]) + (s2[2] + s2[3])) / n,
     }
 }
 
@@ -304,41 +329,14 @@ fn first_equal(v: &[f64], target: f64) -> Option<usize> {
         .map(|p| v.len() - tail.len() + p)
 }
 
-/// Max, min and mean of the valid probes, branch-free over four lanes.
+/// Max, min and mean of the valid probes, through the same lanes as the cells.
 #[inline]
 fn temp_stats(t: &[f64]) -> (f64, f64, f64) {
-    let mut max = [f64::NEG_INFINITY; 4];
-    let mut min = [f64::INFINITY; 4];
-    let mut sum = [0.0; 4];
-    let mut cnt = [0.0; 4];
-    let chunks = t.chunks_exact(4);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for l in 0..4 {
-            let x = c[l];
-            let ok = !x.is_nan();
-            max[l] = if x > max[l] { x } else { max[l] };
-            min[l] = if x < min[l] { x } else { min[l] };
-            sum[l] += if ok { x } else { 0.0 };
-            cnt[l] += if ok { 1.0 } else { 0.0 };
-        }
-    }
-    for (l, &x) in rest.iter().enumerate() {
-        let ok = !x.is_nan();
-        max[l] = if x > max[l] { x } else { max[l] };
-        min[l] = if x < min[l] { x } else { min[l] };
-        sum[l] += if ok { x } else { 0.0 };
-        cnt[l] += if ok { 1.0 } else { 0.0 };
-    }
-    let n = (cnt[0] + cnt[1]) + (cnt[2] + cnt[3]);
-    if n == 0.0 {
+    let Some(&k) = t.iter().find(|x| !x.is_nan()) else {
         return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    (
-        max[0].max(max[1]).max(max[2].max(max[3])),
-        min[0].min(min[1]).min(min[2].min(min[3])),
-        ((sum[0] + sum[1]) + (sum[2] + sum[3])) / n,
-    )
+    };
+    let m = moments(t, k);
+    (m.max, m.min, k + m.mean_d)
 }
 
 #[cfg(test)]
