@@ -95,7 +95,10 @@ fn check_contract(name: &str, model_id: &str) -> (Model, Vec<DailyColumn>) {
     assert_eq!(card_value(name, "bms.model_id"), model_id);
 
     let card_threshold: f32 = card_value(name, "bms.threshold").parse().unwrap();
-    assert_eq!(c.threshold, card_threshold, "{name}: threshold vs model card");
+    assert_eq!(
+        c.threshold, card_threshold,
+        "{name}: threshold vs model card"
+    );
     assert_eq!(
         c.threshold,
         g.contract["threshold"].as_f64().unwrap() as f32,
@@ -108,7 +111,10 @@ fn check_contract(name: &str, model_id: &str) -> (Model, Vec<DailyColumn>) {
     );
 
     let card_features = DailyColumn::parse_list(&card_value(name, "bms.features")).unwrap();
-    assert_eq!(c.spec.features, card_features, "{name}: features vs model card");
+    assert_eq!(
+        c.spec.features, card_features,
+        "{name}: features vs model card"
+    );
     let golden_features: Vec<&str> = g.contract["features"]
         .as_array()
         .unwrap()
@@ -131,7 +137,11 @@ fn check_contract(name: &str, model_id: &str) -> (Model, Vec<DailyColumn>) {
 
 fn check_golden(name: &str, model: &Model) {
     let g = golden(name);
-    assert!(g.rows.nrows() >= 200, "{name}: only {} rows", g.rows.nrows());
+    assert!(
+        g.rows.nrows() >= 200,
+        "{name}: only {} rows",
+        g.rows.nrows()
+    );
     assert!(
         g.rows.iter().filter(|v| **v == -1.0).count() > 100,
         "{name}: the goldens include fill values"
@@ -152,7 +162,10 @@ fn check_golden(name: &str, model: &Model) {
     let (lo, hi) = p
         .iter()
         .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-    assert!(lo < 0.05 && hi > 0.9, "{name}: probabilities span {lo}..{hi}");
+    assert!(
+        lo < 0.05 && hi > 0.9,
+        "{name}: probabilities span {lo}..{hi}"
+    );
 }
 
 #[test]
