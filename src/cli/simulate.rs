@@ -9,7 +9,7 @@ use bms_core::{Chemistry, io};
 use chrono::NaiveDate;
 use clap::Args;
 
-use super::FileKind;
+use super::{FileKind, ensure_parent};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -109,6 +109,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     }
     let frames_kind = args.frames.as_deref().map(FileKind::of).transpose()?;
     let daily_kind = args.daily.as_deref().map(FileKind::of).transpose()?;
+    for path in [&args.frames, &args.daily, &args.truth].into_iter().flatten() {
+        ensure_parent(path)?;
+    }
     let step = (config.vehicles / 20).max(1);
     let progress = move |done: usize, total: usize| {
         if done.is_multiple_of(step) || done == total {
