@@ -109,7 +109,10 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     }
     let frames_kind = args.frames.as_deref().map(FileKind::of).transpose()?;
     let daily_kind = args.daily.as_deref().map(FileKind::of).transpose()?;
-    for path in [&args.frames, &args.daily, &args.truth].into_iter().flatten() {
+    for path in [&args.frames, &args.daily, &args.truth]
+        .into_iter()
+        .flatten()
+    {
         ensure_parent(path)?;
     }
     let step = (config.vehicles / 20).max(1);
