@@ -1,25 +1,12 @@
 //! End-to-end tests of the `bms` binary: `daily` and `windows`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn bms(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bms"))
-        .args(args)
-        .output()
-        .expect("run bms")
-}
+use common::{bms, stderr, text};
+use std::path::{Path, PathBuf};
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/frames-small.csv")
-}
-
-fn text(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]

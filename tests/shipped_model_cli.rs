@@ -1,32 +1,13 @@
 //! End to end with the shipped reference model: `bms simulate` → `bms windows` →
 //! `bms predict -m models/consistency-ref14x6.onnx`, on a fleet the model never saw.
 
+mod common;
+
+use common::{ok, p};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use chrono::NaiveDate;
-
-fn bms(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bms"))
-        .args(args)
-        .output()
-        .expect("run bms")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = bms(args);
-    assert!(
-        out.status.success(),
-        "bms {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 fn model_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/consistency-ref14x6.onnx")

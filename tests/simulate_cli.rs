@@ -1,28 +1,8 @@
 //! End-to-end tests of `bms simulate`, run through the built binary.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn bms(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bms"))
-        .args(args)
-        .output()
-        .expect("run bms")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = bms(args);
-    assert!(
-        out.status.success(),
-        "bms {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use common::{bms, ok, p};
 
 const FLEET: [&str; 11] = [
     "simulate",

@@ -1,0 +1,37 @@
+//! Helpers shared by the end-to-end tests of the `bms` binary.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the built `bms` binary with `args`.
+pub fn bms(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bms"))
+        .args(args)
+        .output()
+        .expect("run bms")
+}
+
+/// Runs `bms` and fails the test, showing stderr, unless it succeeds.
+pub fn ok(args: &[&str]) -> Output {
+    let out = bms(args);
+    assert!(
+        out.status.success(),
+        "bms {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A path as a command-line argument.
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn text(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
