@@ -181,22 +181,17 @@ struct Moments {
 /// keeps the variance exact to rounding at cell-voltage magnitudes).
 #[inline]
 fn moments(v: &[f64], k: f64) -> Moments {
-    let Lanes {
-        mut max,
-        mut min,
-        mut s1,
-        mut s2,
-        mut cnt,
-    } = lanes_entry(v, k);
+    let mut lanes = lanes_entry(v, k);
     for (l, &x) in v.chunks_exact(4).remainder().iter().enumerate() {
-        let ok = !x.is_nan();
-        max[l] = if x > max[l] { x } else { max[l] };
-        min[l] = if x < min[l] { x } else { min[l] };
-        let d = if ok { x - k } else { 0.0 };
-        s1[l] += d;
-        s2[l] += d * d;
-        cnt[l] += if ok { 1.0 } else { 0.0 };
+        lanes.step(l, x, k);
     }
+    let Lanes {
+        max,
+        min,
+        s1,
+        s2,
+        cnt,
+    } = lanes;
     let n = (cnt[0] + cnt[1]) + (cnt[2] + cnt[3]);
     Moments {
         max: max[0].max(max[1]).max(max[2].max(max[3])),
@@ -216,6 +211,20 @@ struct Lanes {
     s1: [f64; 4],
     s2: [f64; 4],
     cnt: [f64; 4],
+}
+
+impl Lanes {
+    /// Adds `x` to lane `l`; the vector versions do exactly this per lane.
+    #[inline]
+    fn step(&mut self, l: usize, x: f64, k: f64) {
+        let ok = !x.is_nan();
+        self.max[l] = if x > self.max[l] { x } else { self.max[l] };
+        self.min[l] = if x < self.min[l] { x } else { self.min[l] };
+        let d = if ok { x - k } else { 0.0 };
+        self.s1[l] += d;
+        self.s2[l] += d * d;
+        self.cnt[l] += if ok { 1.0 } else { 0.0 };
+    }
 }
 
 /// [`Lanes`] with SSE2 (baseline on x86-64): the same operations in the same order as the
@@ -347,15 +356,8 @@ fn lanes(v: &[f64], k: f64) -> Lanes {
         cnt: [0.0; 4],
     };
     for c in v.chunks_exact(4) {
-        for l in 0..4 {
-            let x = c[l];
-            let ok = !x.is_nan();
-            out.max[l] = if x > out.max[l] { x } else { out.max[l] };
-            out.min[l] = if x < out.min[l] { x } else { out.min[l] };
-            let d = if ok { x - k } else { 0.0 };
-            out.s1[l] += d;
-            out.s2[l] += d * d;
-            out.cnt[l] += if ok { 1.0 } else { 0.0 };
+        for (l, &x) in c.iter().enumerate() {
+            out.step(l, x, k);
         }
     }
     out

@@ -264,7 +264,7 @@ impl OcvCurve {
     /// [`OcvCurve::soc_at`] for a voltage known not to be NaN, with the same result, built
     /// for the per-cell hot loop: one table read and one compare on the common path.
     #[inline(always)]
-    pub fn soc_at_valid(&self, volts: f64) -> f64 {
+    pub(crate) fn soc_at_valid(&self, volts: f64) -> f64 {
         let x = (volts - self.v_lo) * self.inv_bin;
         if x > 0.0 && x < GRID_BINS as f64 {
             let e = &self.lut[(x as usize).min(GRID_BINS)];

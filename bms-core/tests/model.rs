@@ -2,6 +2,9 @@
 //! (made by `make_fixtures.py`): probabilities from the training framework itself and
 //! from onnxruntime, on rows that include NaN.
 
+mod common;
+
+use common::{TOL, assert_close};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -9,8 +12,6 @@ use bms_core::model::{ContractSource, Model};
 use bms_core::{BmsError, DailyColumn, WindowSpec};
 use ndarray::{Array2, s};
 use serde_json::Value;
-
-const TOL: f32 = 1e-6;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures")
@@ -74,17 +75,6 @@ fn golden(name: &str) -> Golden {
 fn load(name: &str) -> Model {
     Model::load(fixtures().join(format!("{name}.onnx")))
         .unwrap_or_else(|e| panic!("loading {name}: {e}"))
-}
-
-fn assert_close(name: &str, what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{name}: {what} length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= TOL,
-            "{name}: row {i}: got {g}, {what} says {w} (diff {})",
-            (g - w).abs()
-        );
-    }
 }
 
 fn check_fixture(name: &str) {

@@ -2,6 +2,9 @@
 //! its model card states, and scores the committed golden test-set rows exactly as XGBoost
 //! itself (`predict_proba`) and onnxruntime did.
 
+mod common;
+
+use common::{TOL, assert_close};
 use std::path::PathBuf;
 
 use bms_core::DailyColumn;
@@ -9,8 +12,6 @@ use bms_core::daily::{EXTENDED_COLUMNS, REFERENCE_COLUMNS};
 use bms_core::model::{ContractSource, Model};
 use ndarray::{Array2, Axis};
 use serde_json::Value;
-
-const TOL: f32 = 1e-6;
 
 fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
@@ -64,17 +65,6 @@ fn card_value(name: &str, key: &str) -> String {
         .trim_end_matches(" |")
         .trim_end_matches('`')
         .to_owned()
-}
-
-fn assert_close(name: &str, what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{name}: {what} length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= TOL,
-            "{name}: golden row {i}: got {g}, {what} says {w} (diff {})",
-            (g - w).abs()
-        );
-    }
 }
 
 /// Loads a shipped model and checks its contract against the card and the golden file;

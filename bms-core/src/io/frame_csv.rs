@@ -295,15 +295,8 @@ pub fn write_frame_csv_to<W: Write>(
     };
     let (nc, nt) = (first.cell_voltages.len(), first.temperatures.len());
     let flags = frames.iter().any(|f| f.alarm_flags.is_some());
-    let mut out = header_text(nc, nt, flags);
-    out.push('\n');
-    w.write_all(out.as_bytes())?;
-    let mut writer = FrameCsvWriter {
-        cells: nc,
-        temps: nt,
-        flags,
-        buf: out,
-    };
+    let (mut writer, header) = FrameCsvWriter::new(nc, nt, flags);
+    w.write_all(header.as_bytes())?;
     for (i, f) in frames.iter().enumerate() {
         writer.write_frame(w, &f).map_err(|e| match e {
             FrameWriteError::Bms(BmsError::Shape {
