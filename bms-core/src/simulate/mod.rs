@@ -21,6 +21,10 @@
 //! V_pack = Σ_i V_i
 //! ```
 //!
+//! `round_1mV` and `round_1°C` round to the nearest step, ties to even. The per-cell step is
+//! vectorised (four lanes, AVX2 where the CPU has it, no FMA) with every lane computing
+//! exactly the scalar expression above, so outputs are identical on every x86-64 CPU.
+//!
 //! Passive balancing (`b` = 0.6 %/h) bleeds every cell more than 0.2 points above the
 //! lowest one while charging above 85 % pack SOC, so spread recovers after full charges.
 //!

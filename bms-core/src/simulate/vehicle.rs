@@ -32,26 +32,6 @@ impl OcvTable {
                 .collect(),
         }
     }
-
-    #[inline]
-    fn volts(&self, soc: f64) -> f64 {
-        let x = (soc * (1.0 / OCV_STEP)).clamp(0.0, (OCV_POINTS - 1) as f64 - 1e-9);
-        let i = x as usize;
-        let f = x - i as f64;
-        let a = self.volts[i];
-        a + f * (self.volts[i + 1] - a)
-    }
-}
-
-/// Rounds half away from zero like [`f64::round`] for |x| < 2⁶², without a libm call
-/// (this is on the per-cell hot path).
-#[inline]
-fn round(x: f64) -> f64 {
-    if x >= 0.0 {
-        (x + 0.5) as i64 as f64
-    } else {
-        -((0.5 - x) as i64 as f64)
-    }
 }
 
 /// Per-chemistry cell parameters.
@@ -134,6 +114,8 @@ pub(crate) struct Vehicle<'a> {
     soc_min: f64,
     soc_sum: f64,
     mv_sum: i64,
+    /// Lowest and highest cell reading of the current step, whole millivolts.
+    mv_range: (f64, f64),
     probe_offset: Vec<f64>,
     probe_heat: Vec<f64>,
     t_pack: f64,
@@ -152,6 +134,8 @@ pub(crate) struct Vehicle<'a> {
     cell_v: Vec<f64>,
     /// Per-cell sensor-noise bits of the current step.
     noise: Vec<u32>,
+    /// Scratch of [`step_cells`].
+    pos: Vec<f64>,
     temps: Vec<f64>,
 }
 
@@ -232,6 +216,7 @@ impl<'a> Vehicle<'a> {
             soc_min: soc.iter().copied().fold(f64::INFINITY, f64::min),
             soc_sum: mean_soc * n as f64,
             mv_sum: 0,
+            mv_range: (0.0, 0.0),
             k_base: k.clone(),
             k,
             r_base: r.clone(),
@@ -251,6 +236,7 @@ impl<'a> Vehicle<'a> {
             alarm_days: 0,
             cell_v: vec![0.0; n],
             noise: vec![0; n],
+            pos: vec![0.0; n],
             temps: vec![0.0; cfg.probes],
         }
     }
@@ -467,26 +453,23 @@ impl<'a> Vehicle<'a> {
             self.soc_cc -= current * dt * self.nominal_k * self.cc_gain;
             for (j, out) in self.temps.iter_mut().enumerate() {
                 *out =
-                    (ta + (self.t_pack - ta) * self.probe_heat[j] + self.probe_offset[j]).round();
+                    round_ne(ta + (self.t_pack - ta) * self.probe_heat[j] + self.probe_offset[j]);
             }
             if let Some(g) = &mut self.glitch_in {
                 if *g == 0 {
                     let c = self.rng.random_range(0..self.cell_v.len());
-                    let mv =
-                        (self.cell_v[c] * 1000.0).round() - self.rng.random_range(120.0..200.0);
+                    let mv = (self.cell_v[c] * 1000.0).round()
+                        - self.rng.random_range(120.0..200.0_f64).round();
                     self.cell_v[c] = mv / 1000.0;
+                    self.mv_range.0 = self.mv_range.0.min(mv);
                     self.glitch_in = None;
                 } else {
                     *g -= 1;
                 }
             }
-            let mut vmax = f64::NEG_INFINITY;
-            let mut vmin = f64::INFINITY;
-            for &v in &self.cell_v {
-                vmax = vmax.max(v);
-                vmin = vmin.min(v);
-            }
-            let alarm = vmax - vmin > self.cfg.alarm_spread_v;
+            let (lo, hi) = self.mv_range;
+            // The spread rule of SPEC §3 on the values emitted (as the features compute it).
+            let alarm = hi / 1000.0 - lo / 1000.0 > self.cfg.alarm_spread_v;
             if alarm {
                 let day = (t - self.start_ms).div_euclid(DAY_MS);
                 if self.last_alarm_day != Some(day) {
@@ -519,41 +502,482 @@ impl<'a> Vehicle<'a> {
     /// writes the quantised terminal voltages into `cell_v`.
     #[inline]
     fn step_cells(&mut self, current: f64, dt: f64, balancing: bool) {
-        let bleed = if balancing {
-            BALANCE_RATE / 3600.0 * dt
-        } else {
-            0.0
-        };
-        let floor = self.soc_min + BALANCE_DEADBAND;
-        let charge = current * dt;
-        let mut new_min = f64::INFINITY;
-        let mut sum = 0.0;
-        let mut mv_sum = 0i64;
         self.rng.fill(&mut self.noise[..]);
-        let ocv = self.ocv;
-        let cells = self
-            .soc
-            .iter_mut()
-            .zip(&self.k)
-            .zip(&self.sd)
-            .zip(&self.r)
-            .zip(self.cell_v.iter_mut().zip(&self.noise));
-        for ((((soc, &k), &sd), &r), (out, &bits)) in cells {
-            let mut s = *soc - charge * k - sd * dt;
-            if s > floor {
-                s -= bleed;
-            }
-            *soc = s;
-            new_min = new_min.min(s);
-            sum += s;
-            let tri = ((bits & 0xFFFF) + (bits >> 16)) as f64 / 65_536.0 - 1.0;
-            let v = ocv.volts(s) - current * r + SENSOR_NOISE_V * tri;
-            let mv = round(v * 1000.0);
-            mv_sum += mv as i64;
-            *out = mv / 1000.0;
+        let p = StepParams {
+            bleed: if balancing {
+                BALANCE_RATE / 3600.0 * dt
+            } else {
+                0.0
+            },
+            floor: self.soc_min + BALANCE_DEADBAND,
+            charge: current * dt,
+            current,
+            dt,
+        };
+        let cells = Cells {
+            soc: &mut self.soc,
+            k: &self.k,
+            sd: &self.sd,
+            r: &self.r,
+            noise: &self.noise,
+            out: &mut self.cell_v,
+            pos: &mut self.pos,
+        };
+        let s = step_cells(cells, &self.ocv.volts, &p);
+        self.soc_min = s.soc_min;
+        self.soc_sum = s.soc_sum;
+        self.mv_sum = s.mv_sum as i64;
+        self.mv_range = (s.mv_min, s.mv_max);
+    }
+}
+
+/// Per-step constants of [`step_cells`].
+struct StepParams {
+    bleed: f64,
+    floor: f64,
+    charge: f64,
+    current: f64,
+    dt: f64,
+}
+
+/// The per-cell state and outputs that one step reads and writes.
+struct Cells<'a> {
+    soc: &'a mut [f64],
+    k: &'a [f64],
+    sd: &'a [f64],
+    r: &'a [f64],
+    noise: &'a [u32],
+    out: &'a mut [f64],
+    /// Scratch: the OCV grid position, then the OCV.
+    pos: &'a mut [f64],
+}
+
+/// What one step reports about the pack (sums of whole millivolts are exact in `f64`).
+struct StepSummary {
+    soc_min: f64,
+    soc_sum: f64,
+    mv_sum: f64,
+    mv_min: f64,
+    mv_max: f64,
+}
+
+/// Rounds to the nearest integer, ties to even, for |x| < 2⁵¹: adding and subtracting
+/// 1.5 · 2⁵² leaves the integer part only. Plain adds, so it vectorises (unlike a libm
+/// call or a saturating float-to-int cast). Differs from [`f64::round`] only on exact ties.
+#[inline(always)]
+fn round_ne(x: f64) -> f64 {
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+    (x + MAGIC) - MAGIC
+}
+
+/// Cells per lane group. Cell `i` always accumulates into lane `i % LANES`, whatever the
+/// instruction set, so the SSE2 and AVX2 builds of [`step_cells`] give identical results.
+const LANES: usize = 4;
+
+#[inline(always)]
+fn min(a: f64, b: f64) -> f64 {
+    if b < a { b } else { a }
+}
+
+#[inline(always)]
+fn max(a: f64, b: f64) -> f64 {
+    if b > a { b } else { a }
+}
+
+/// Pass (1) for one cell: new SOC (with balancing bleed) and its OCV grid position, in
+/// [0, OCV_POINTS - 1) and never NaN.
+#[inline(always)]
+fn soc_step(soc: f64, k: f64, sd: f64, p: &StepParams) -> (f64, f64) {
+    const TOP: f64 = (OCV_POINTS - 1) as f64 - 1e-9;
+    let mut s = soc - p.charge * k - sd * p.dt;
+    if s > p.floor {
+        s -= p.bleed;
+    }
+    let x = s * (1.0 / OCV_STEP);
+    let x = if x > 0.0 { x } else { 0.0 }; // also maps NaN to 0
+    (s, if x < TOP { x } else { TOP })
+}
+
+/// Pass (3) for one cell: terminal voltage with triangular sensor noise, in whole millivolts.
+#[inline(always)]
+fn millivolts(ocv: f64, r: f64, bits: u32, p: &StepParams) -> f64 {
+    let tri = ((bits & 0xFFFF) + (bits >> 16)) as i32 as f64 / 65_536.0 - 1.0;
+    round_ne((ocv - p.current * r + SENSOR_NOISE_V * tri) * 1000.0)
+}
+
+/// Running per-lane summaries of one step.
+struct LaneSums {
+    soc_min: [f64; LANES],
+    soc_sum: [f64; LANES],
+    mv_sum: [f64; LANES],
+    mv_min: [f64; LANES],
+    mv_max: [f64; LANES],
+}
+
+impl LaneSums {
+    #[inline(always)]
+    fn soc(&mut self, l: usize, s: f64) {
+        self.soc_min[l] = min(self.soc_min[l], s);
+        self.soc_sum[l] += s;
+    }
+
+    #[inline(always)]
+    fn mv(&mut self, l: usize, mv: f64) {
+        self.mv_sum[l] += mv;
+        self.mv_min[l] = min(self.mv_min[l], mv);
+        self.mv_max[l] = max(self.mv_max[l], mv);
+    }
+
+    /// Combines the lanes, always in the same order.
+    #[inline(always)]
+    fn finish(&self) -> StepSummary {
+        let m = self;
+        StepSummary {
+            soc_min: min(
+                min(m.soc_min[0], m.soc_min[1]),
+                min(m.soc_min[2], m.soc_min[3]),
+            ),
+            soc_sum: (m.soc_sum[0] + m.soc_sum[1]) + (m.soc_sum[2] + m.soc_sum[3]),
+            mv_sum: (m.mv_sum[0] + m.mv_sum[1]) + (m.mv_sum[2] + m.mv_sum[3]),
+            mv_min: min(min(m.mv_min[0], m.mv_min[1]), min(m.mv_min[2], m.mv_min[3])),
+            mv_max: max(max(m.mv_max[0], m.mv_max[1]), max(m.mv_max[2], m.mv_max[3])),
         }
-        self.soc_min = new_min;
-        self.soc_sum = sum;
-        self.mv_sum = mv_sum;
+    }
+}
+
+/// Pass (2) for one cell: the OCV at grid position `x` by linear interpolation (what
+/// [`OcvTable`] holds, read without bounds checks on the hot path).
+#[inline(always)]
+fn ocv_at(table: &[f64], x: f64) -> f64 {
+    debug_assert!((0.0..(OCV_POINTS - 1) as f64).contains(&x));
+    // SAFETY: soc_step puts x in [0, OCV_POINTS - 1), never NaN, so the truncation is in
+    // range for i32.
+    let j = unsafe { x.to_int_unchecked::<i32>() } as usize;
+    let f = x - j as f64;
+    let a = table[j];
+    a + f * (table[j + 1] - a)
+}
+
+/// Three passes, the first and last straight-line over groups of [`LANES`] cells so that
+/// the compiler vectorises them: (1) SOC update, balancing and the OCV grid position,
+/// (2) the table reads (a gather), (3) terminal voltage, 1 mV quantisation and the sums.
+/// Cells past the last whole group go through the same per-cell functions.
+#[inline(always)]
+fn step_cells_body(c: Cells<'_>, table: &[f64], p: &StepParams) -> StepSummary {
+    let n = c.soc.len();
+    assert!(
+        c.k.len() == n
+            && c.sd.len() == n
+            && c.r.len() == n
+            && c.noise.len() == n
+            && c.out.len() == n
+            && c.pos.len() == n
+    );
+    assert!(table.len() == OCV_POINTS);
+    let whole = n - n % LANES;
+    let mut sums = LaneSums {
+        soc_min: [f64::INFINITY; LANES],
+        soc_sum: [0.0; LANES],
+        mv_sum: [0.0; LANES],
+        mv_min: [f64::INFINITY; LANES],
+        mv_max: [f64::NEG_INFINITY; LANES],
+    };
+
+    // (1)
+    let (soc, soc_tail) = c.soc.split_at_mut(whole);
+    let (pos, pos_tail) = c.pos.split_at_mut(whole);
+    let groups = soc
+        .chunks_exact_mut(LANES)
+        .zip(c.k.chunks_exact(LANES))
+        .zip(c.sd.chunks_exact(LANES))
+        .zip(pos.chunks_exact_mut(LANES));
+    for (((soc, k), sd), pos) in groups {
+        for l in 0..LANES {
+            let (s, x) = soc_step(soc[l], k[l], sd[l], p);
+            soc[l] = s;
+            pos[l] = x;
+            sums.soc(l, s);
+        }
+    }
+    for (l, (soc, pos)) in soc_tail.iter_mut().zip(pos_tail.iter_mut()).enumerate() {
+        let (s, x) = soc_step(*soc, c.k[whole + l], c.sd[whole + l], p);
+        *soc = s;
+        *pos = x;
+        sums.soc(l, s);
+    }
+
+    // (2) OCV by linear interpolation on the grid.
+    for x in c.pos.iter_mut() {
+        *x = ocv_at(table, *x);
+    }
+
+    // (3)
+    let (out, out_tail) = c.out.split_at_mut(whole);
+    let groups = c
+        .pos
+        .chunks_exact(LANES)
+        .zip(c.r.chunks_exact(LANES))
+        .zip(c.noise.chunks_exact(LANES))
+        .zip(out.chunks_exact_mut(LANES));
+    for (((ocv, r), noise), out) in groups {
+        for l in 0..LANES {
+            let mv = millivolts(ocv[l], r[l], noise[l], p);
+            out[l] = mv / 1000.0;
+            sums.mv(l, mv);
+        }
+    }
+    for (l, out) in out_tail.iter_mut().enumerate() {
+        let i = whole + l;
+        let mv = millivolts(c.pos[i], c.r[i], c.noise[i], p);
+        *out = mv / 1000.0;
+        sums.mv(l, mv);
+    }
+
+    sums.finish()
+}
+
+/// [`step_cells_body`] in AVX2 intrinsics, four cells per group: the same operations in the
+/// same order per cell and per lane (no FMA), so the results are bit-identical (a test holds
+/// them equal on random states).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn step_cells_avx2(c: Cells<'_>, table: &[f64], p: &StepParams) -> StepSummary {
+    use std::arch::x86_64::*;
+    const TOP: f64 = (OCV_POINTS - 1) as f64 - 1e-9;
+    let n = c.soc.len();
+    assert!(
+        c.k.len() == n
+            && c.sd.len() == n
+            && c.r.len() == n
+            && c.noise.len() == n
+            && c.out.len() == n
+            && c.pos.len() == n
+    );
+    assert!(table.len() == OCV_POINTS);
+    let whole = n - n % LANES;
+    let set = |x: f64| _mm256_set1_pd(x);
+    let (charge, dt, floor, bleed, current) = (
+        set(p.charge),
+        set(p.dt),
+        set(p.floor),
+        set(p.bleed),
+        set(p.current),
+    );
+    let (zero, top, grid) = (set(0.0), set(TOP), set(1.0 / OCV_STEP));
+    let (noise_v, two16, one, thousand, magic) = (
+        set(SENSOR_NOISE_V),
+        set(65_536.0),
+        set(1.0),
+        set(1000.0),
+        set(6_755_399_441_055_744.0),
+    );
+    let low16 = _mm_set1_epi32(0xFFFF);
+    let mut soc_min = set(f64::INFINITY);
+    let mut soc_sum = zero;
+    let mut mv_sum = zero;
+    let mut mv_min = set(f64::INFINITY);
+    let mut mv_max = set(f64::NEG_INFINITY);
+    for i in (0..whole).step_by(LANES) {
+        // SAFETY: i + LANES <= n for every slice (lengths asserted above); the gather
+        // indices j are in [0, OCV_POINTS - 2] because x is in [0, TOP] (never NaN: max
+        // maps NaN to 0), so j and j + 1 index the table.
+        unsafe {
+            let soc = _mm256_loadu_pd(c.soc.as_ptr().add(i));
+            let k = _mm256_loadu_pd(c.k.as_ptr().add(i));
+            let sd = _mm256_loadu_pd(c.sd.as_ptr().add(i));
+            let s = _mm256_sub_pd(
+                _mm256_sub_pd(soc, _mm256_mul_pd(charge, k)),
+                _mm256_mul_pd(sd, dt),
+            );
+            let above = _mm256_cmp_pd::<_CMP_GT_OQ>(s, floor);
+            let s = _mm256_blendv_pd(s, _mm256_sub_pd(s, bleed), above);
+            _mm256_storeu_pd(c.soc.as_mut_ptr().add(i), s);
+            soc_min = _mm256_min_pd(s, soc_min);
+            soc_sum = _mm256_add_pd(soc_sum, s);
+            let x = _mm256_min_pd(_mm256_max_pd(_mm256_mul_pd(s, grid), zero), top);
+
+            let j = _mm256_cvttpd_epi32(x);
+            let f = _mm256_sub_pd(x, _mm256_cvtepi32_pd(j));
+            let a = _mm256_i32gather_pd::<8>(table.as_ptr(), j);
+            let b = _mm256_i32gather_pd::<8>(table.as_ptr().add(1), j);
+            let ocv = _mm256_add_pd(a, _mm256_mul_pd(f, _mm256_sub_pd(b, a)));
+
+            let r = _mm256_loadu_pd(c.r.as_ptr().add(i));
+            let bits = _mm_loadu_si128(c.noise.as_ptr().add(i).cast());
+            let sum16 = _mm_add_epi32(_mm_and_si128(bits, low16), _mm_srli_epi32::<16>(bits));
+            let tri = _mm256_sub_pd(_mm256_div_pd(_mm256_cvtepi32_pd(sum16), two16), one);
+            let v = _mm256_add_pd(
+                _mm256_sub_pd(ocv, _mm256_mul_pd(current, r)),
+                _mm256_mul_pd(noise_v, tri),
+            );
+            let mv = _mm256_sub_pd(_mm256_add_pd(_mm256_mul_pd(v, thousand), magic), magic);
+            _mm256_storeu_pd(c.out.as_mut_ptr().add(i), _mm256_div_pd(mv, thousand));
+            mv_sum = _mm256_add_pd(mv_sum, mv);
+            mv_min = _mm256_min_pd(mv, mv_min);
+            mv_max = _mm256_max_pd(mv, mv_max);
+        }
+    }
+    let lanes = |v: __m256d| {
+        let mut out = [0.0; LANES];
+        // SAFETY: out holds LANES = 4 f64.
+        unsafe { _mm256_storeu_pd(out.as_mut_ptr(), v) };
+        out
+    };
+    let mut sums = LaneSums {
+        soc_min: lanes(soc_min),
+        soc_sum: lanes(soc_sum),
+        mv_sum: lanes(mv_sum),
+        mv_min: lanes(mv_min),
+        mv_max: lanes(mv_max),
+    };
+    for i in whole..n {
+        let l = i - whole;
+        let (s, x) = soc_step(c.soc[i], c.k[i], c.sd[i], p);
+        c.soc[i] = s;
+        sums.soc(l, s);
+        let mv = millivolts(ocv_at(table, x), c.r[i], c.noise[i], p);
+        c.out[i] = mv / 1000.0;
+        sums.mv(l, mv);
+    }
+    sums.finish()
+}
+
+/// Advances every cell one step (SOC with balancing, terminal voltage, 1 mV quantisation)
+/// and summarises the pack. Uses AVX2 where the CPU has it (no FMA: same results).
+fn step_cells(c: Cells<'_>, table: &[f64], p: &StepParams) -> StepSummary {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { step_cells_avx2(c, table, p) };
+    }
+    step_cells_body(c, table, p)
+}
+
+#[cfg(test)]
+mod step_tests {
+    use super::*;
+
+    /// One random cell state of `n` cells, SOCs spanning and exceeding the OCV grid.
+    struct State {
+        soc: Vec<f64>,
+        k: Vec<f64>,
+        sd: Vec<f64>,
+        r: Vec<f64>,
+        noise: Vec<u32>,
+    }
+
+    fn state(rng: &mut ChaCha8Rng, n: usize) -> State {
+        State {
+            soc: (0..n).map(|_| rng.random_range(-5.0..105.0)).collect(),
+            k: (0..n).map(|_| rng.random_range(1.5e-4..2.5e-4)).collect(),
+            sd: (0..n).map(|_| rng.random_range(0.0..2e-6)).collect(),
+            r: (0..n).map(|_| rng.random_range(5e-4..3e-3)).collect(),
+            noise: (0..n).map(|_| rng.random()).collect(),
+        }
+    }
+
+    fn run(
+        st: &State,
+        table: &[f64],
+        p: &StepParams,
+        f: fn(Cells<'_>, &[f64], &StepParams) -> StepSummary,
+    ) -> (Vec<f64>, Vec<f64>, [f64; 5]) {
+        let n = st.soc.len();
+        let mut soc = st.soc.clone();
+        let mut out = vec![0.0; n];
+        let mut pos = vec![0.0; n];
+        let cells = Cells {
+            soc: &mut soc,
+            k: &st.k,
+            sd: &st.sd,
+            r: &st.r,
+            noise: &st.noise,
+            out: &mut out,
+            pos: &mut pos,
+        };
+        let s = f(cells, table, p);
+        (
+            soc,
+            out,
+            [s.soc_min, s.soc_sum, s.mv_sum, s.mv_min, s.mv_max],
+        )
+    }
+
+    #[test]
+    fn step_paths_are_bit_identical_and_match_the_definitions() {
+        let table = OcvTable::new(&OcvCurve::for_chemistry(Chemistry::Nmc)).volts;
+        let mut rng = vehicle_rng(7, 0);
+        for n in [1, 3, 4, 5, 8, 31, 96, 97] {
+            for round_no in 0..50 {
+                let st = state(&mut rng, n);
+                let current = rng.random_range(-300.0..400.0);
+                let p = StepParams {
+                    bleed: if round_no % 2 == 0 { 0.01 } else { 0.0 },
+                    floor: rng.random_range(0.0..100.0),
+                    charge: current * 10.0,
+                    current,
+                    dt: 10.0,
+                };
+                let portable = run(&st, &table, &p, step_cells_body);
+                // Against the plain per-cell definitions.
+                let mut mv_sum = 0.0;
+                for i in 0..n {
+                    let mut s = st.soc[i] - p.charge * st.k[i] - st.sd[i] * p.dt;
+                    if s > p.floor {
+                        s -= p.bleed;
+                    }
+                    assert_eq!(portable.0[i].to_bits(), s.to_bits(), "n {n} cell {i}");
+                    let ocv = OcvCurve::for_chemistry(Chemistry::Nmc).volts_at(s.clamp(0.0, 100.0));
+                    let tri =
+                        ((st.noise[i] & 0xFFFF) + (st.noise[i] >> 16)) as f64 / 65_536.0 - 1.0;
+                    let v = ocv - current * st.r[i] + SENSOR_NOISE_V * tri;
+                    let mv = (portable.1[i] * 1000.0).round();
+                    assert_eq!(portable.1[i], mv / 1000.0, "whole millivolts");
+                    assert!(
+                        (mv - v * 1000.0).abs() <= 0.5 + 1e-6,
+                        "n {n} cell {i}: {mv} vs {v}"
+                    );
+                    mv_sum += mv;
+                }
+                let sum = portable.2;
+                assert_eq!(sum[2], mv_sum);
+                let lo = portable.0.iter().copied().fold(f64::INFINITY, f64::min);
+                assert_eq!(sum[0], lo);
+                let total: f64 = portable.0.iter().sum();
+                assert!((sum[1] - total).abs() <= 1e-9 * total.abs().max(1.0));
+                let mvs: Vec<f64> = portable.1.iter().map(|v| (v * 1000.0).round()).collect();
+                assert_eq!(sum[3], mvs.iter().copied().fold(f64::INFINITY, f64::min));
+                assert_eq!(
+                    sum[4],
+                    mvs.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                );
+
+                let dispatched = run(&st, &table, &p, step_cells);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&portable.0), bits(&dispatched.0), "soc, n {n}");
+                assert_eq!(bits(&portable.1), bits(&dispatched.1), "volts, n {n}");
+                assert_eq!(bits(&portable.2), bits(&dispatched.2), "summary, n {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn nan_soc_reads_the_bottom_of_the_curve_instead_of_faulting() {
+        let table = OcvTable::new(&OcvCurve::for_chemistry(Chemistry::Nmc)).volts;
+        let x = soc_step(
+            f64::NAN,
+            1.0,
+            0.0,
+            &StepParams {
+                bleed: 0.0,
+                floor: 0.0,
+                charge: 0.0,
+                current: 0.0,
+                dt: 1.0,
+            },
+        )
+        .1;
+        assert_eq!(x, 0.0);
+        assert_eq!(ocv_at(&table, x), table[0]);
     }
 }
