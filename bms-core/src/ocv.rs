@@ -331,16 +331,7 @@ impl OcvCurve {
         if q == p + 1 && self.piece_in_range[p] && self.piece_in_range[q] {
             // One breakpoint inside [min, max]: cells at or below it are on piece p, the
             // rest on piece q; each side's mean is linear in its voltage sum.
-            let bp = self.volts[p];
-            let (mut n_lo, mut sum_lo, mut sum_hi) = (0.0, 0.0, 0.0);
-            for &x in cells {
-                let ok = !x.is_nan();
-                let lo = ok & (x <= bp);
-                let hi = ok & (x > bp);
-                n_lo += if lo { 1.0 } else { 0.0 };
-                sum_lo += if lo { x } else { 0.0 };
-                sum_hi += if hi { x } else { 0.0 };
-            }
+            let (n_lo, sum_lo, sum_hi) = split_sums(cells, self.volts[p]);
             let n_hi = n - n_lo;
             let side = |piece: usize, count: f64, sum: f64| {
                 if count == 0.0 {
@@ -385,9 +376,136 @@ impl OcvCurve {
     }
 }
 
+/// Per-lane running sums of [`split_sums`]: lane `l` holds the cells whose index is `l`
+/// mod 4. A NaN fails both comparisons and adds nothing.
+#[derive(Default)]
+struct SplitLanes {
+    n_lo: [f64; 4],
+    sum_lo: [f64; 4],
+    sum_hi: [f64; 4],
+}
+
+impl SplitLanes {
+    /// Adds `x` to lane `l`; the SSE2 version does exactly this per lane.
+    #[inline]
+    fn step(&mut self, l: usize, x: f64, bp: f64) {
+        let lo = x <= bp;
+        let hi = x > bp;
+        self.n_lo[l] += if lo { 1.0 } else { 0.0 };
+        self.sum_lo[l] += if lo { x } else { 0.0 };
+        self.sum_hi[l] += if hi { x } else { 0.0 };
+    }
+
+    fn finish(&self) -> (f64, f64, f64) {
+        let add = |a: &[f64; 4]| (a[0] + a[1]) + (a[2] + a[3]);
+        (add(&self.n_lo), add(&self.sum_lo), add(&self.sum_hi))
+    }
+}
+
+/// Count and sum of the valid cells at or below the breakpoint `bp`, and the sum of those
+/// above it, in four lanes (identical results on every architecture).
+#[inline]
+fn split_sums(cells: &[f64], bp: f64) -> (f64, f64, f64) {
+    let mut lanes = split_lanes(cells, bp);
+    for (l, &x) in cells.chunks_exact(4).remainder().iter().enumerate() {
+        lanes.step(l, x, bp);
+    }
+    lanes.finish()
+}
+
+/// [`SplitLanes`] over the whole groups of four, with SSE2 (baseline on x86-64): lanes 0–1
+/// in one register and 2–3 in another, the same operations as [`SplitLanes::step`].
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn split_lanes(cells: &[f64], bp: f64) -> SplitLanes {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is enabled for the whole build (this cfg), and every load reads inside
+    // a chunk of four.
+    unsafe {
+        let b = _mm_set1_pd(bp);
+        let one = _mm_set1_pd(1.0);
+        let zero = _mm_setzero_pd();
+        let (mut n_a, mut n_b, mut lo_a, mut lo_b, mut hi_a, mut hi_b) =
+            (zero, zero, zero, zero, zero, zero);
+        for c in cells.chunks_exact(4) {
+            let xa = _mm_loadu_pd(c.as_ptr());
+            let xb = _mm_loadu_pd(c.as_ptr().add(2));
+            // CMPLEPD/CMPLTPD are ordered: false on NaN, like the scalar comparisons.
+            let le_a = _mm_cmple_pd(xa, b);
+            let le_b = _mm_cmple_pd(xb, b);
+            let gt_a = _mm_cmplt_pd(b, xa);
+            let gt_b = _mm_cmplt_pd(b, xb);
+            n_a = _mm_add_pd(n_a, _mm_and_pd(one, le_a));
+            n_b = _mm_add_pd(n_b, _mm_and_pd(one, le_b));
+            lo_a = _mm_add_pd(lo_a, _mm_and_pd(xa, le_a));
+            lo_b = _mm_add_pd(lo_b, _mm_and_pd(xb, le_b));
+            hi_a = _mm_add_pd(hi_a, _mm_and_pd(xa, gt_a));
+            hi_b = _mm_add_pd(hi_b, _mm_and_pd(xb, gt_b));
+        }
+        let arr = |a: __m128d, b: __m128d| {
+            let mut out = [0.0; 4];
+            _mm_storeu_pd(out.as_mut_ptr(), a);
+            _mm_storeu_pd(out.as_mut_ptr().add(2), b);
+            out
+        };
+        SplitLanes {
+            n_lo: arr(n_a, n_b),
+            sum_lo: arr(lo_a, lo_b),
+            sum_hi: arr(hi_a, hi_b),
+        }
+    }
+}
+
+/// [`SplitLanes`] over the whole groups of four, portable version.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn split_lanes(cells: &[f64], bp: f64) -> SplitLanes {
+    let mut lanes = SplitLanes::default();
+    for c in cells.chunks_exact(4) {
+        for (l, &x) in c.iter().enumerate() {
+            lanes.step(l, x, bp);
+        }
+    }
+    lanes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_sums_equal_the_per_lane_definition_bit_for_bit() {
+        // Cells around a breakpoint, with NaNs and values equal to it, for every length
+        // class mod 4; the vector path must match SplitLanes::step applied cell by cell.
+        let bp = 3.7;
+        for n in 0..40usize {
+            let cells: Vec<f64> = (0..n)
+                .map(|i| match (i * 7 + n) % 9 {
+                    0 => f64::NAN,
+                    1 => bp,
+                    k => bp + (k as f64 - 4.5) * 0.0137 + i as f64 * 1e-4,
+                })
+                .collect();
+            let mut reference = SplitLanes::default();
+            for (i, &x) in cells.iter().enumerate() {
+                reference.step(i % 4, x, bp);
+            }
+            let (a, b) = (split_sums(&cells, bp), reference.finish());
+            assert_eq!(
+                [a.0.to_bits(), a.1.to_bits(), a.2.to_bits()],
+                [b.0.to_bits(), b.1.to_bits(), b.2.to_bits()],
+                "n = {n}"
+            );
+            let valid: Vec<f64> = cells.iter().copied().filter(|x| !x.is_nan()).collect();
+            assert_eq!(a.0, valid.iter().filter(|&&x| x <= bp).count() as f64);
+            let lo: f64 = valid.iter().filter(|&&x| x <= bp).sum();
+            let hi: f64 = valid.iter().filter(|&&x| x > bp).sum();
+            assert!(
+                (a.1 - lo).abs() < 1e-12 && (a.2 - hi).abs() < 1e-12,
+                "n = {n}"
+            );
+        }
+    }
 
     fn naive_soc(points: &[(f64, f64)], v: f64) -> f64 {
         let n = points.len();
