@@ -505,7 +505,8 @@ enum Msg {
 
 /// The writer thread: owns the stores, writes every chunk under temporary names and in
 /// one SQLite transaction, and moves everything into place only on [`Msg::Commit`]. A
-/// channel closed without it (the reader failed) drops everything: nothing changes.
+/// channel closed without it (the reader failed) drops everything: nothing changes, and
+/// the reader's error is the one reported.
 fn write_stores(
     dir: &Path,
     names: &[String],
@@ -527,7 +528,8 @@ fn write_stores(
             Msg::Commit(rejects) => return commit(dir, sink, &rejects, &options.input),
         }
     }
-    bail!("run aborted: previous outputs left unchanged")
+    // The reader failed: drop everything uncommitted; its error is reported.
+    Ok(())
 }
 
 /// The stores of `--out DIR`, all under temporary names until [`commit`].
