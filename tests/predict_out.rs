@@ -381,7 +381,7 @@ fn malformed_lines_end_in_rejects_with_reasons() {
     assert_eq!(s["scored"], 5);
     assert_eq!(s["rows_rejected"], 4);
     assert!(
-        stderr(&o).contains("read 9 lines, rejected 4"),
+        stderr(&o).contains("read 9 lines, accepted 5, rejected 4"),
         "{}",
         stderr(&o)
     );

@@ -211,18 +211,18 @@ fn describe_model(path: &Path, model: &Model, threshold: Option<f32>) {
 /// Prints the short summary on stderr.
 pub fn print_summary(s: &Summary, out: Option<&Path>) {
     eprintln!(
-        "read {} {}, rejected {}, scored {} windows of {} vehicles, {} alarms (threshold {}) in {:.2} s{}",
+        "scored {}, rejected {}, alarms {} (threshold {}; {} vehicles; read {} {}) in {:.2} s{}",
+        s.scored,
+        s.rows_rejected,
+        s.alarms,
+        s.threshold,
+        s.vehicles,
         s.rows_read,
         match s.format {
             Some(InputFormat::Batch) | None => "lines",
             Some(InputFormat::Daily) => "daily rows",
             Some(InputFormat::Frames) => "frames",
         },
-        s.rows_rejected,
-        s.scored,
-        s.vehicles,
-        s.alarms,
-        s.threshold,
         s.seconds,
         match out {
             Some(dir) => format!(" → {}", dir.display()),
@@ -640,6 +640,18 @@ pub fn run_with_model(model: &Model, options: &RunOptions) -> Result<Summary> {
     summary.rows_rejected = rejects.len() as u64;
     summary.vehicles = vins.len() as u64;
     check_conservation(&summary, format, options)?;
+    if format == InputFormat::Batch {
+        report_counts(
+            "lines",
+            &options.input,
+            &io::ReadReport {
+                data: (),
+                read,
+                accepted: summary.scored,
+                rejects,
+            },
+        );
+    }
     summary.seconds = start.elapsed().as_secs_f64();
     if let Some(dir) = &options.out {
         let path = dir.join(SUMMARY_FILE);
@@ -648,10 +660,6 @@ pub fn run_with_model(model: &Model, options: &RunOptions) -> Result<Summary> {
         f.file().write_all(b"\n")?;
         f.commit()?;
         readable(&path);
-    } else if !rejects.is_empty() {
-        for r in rejects.iter().take(20) {
-            eprintln!("  line {}: {}", r.line, r.reason);
-        }
     }
     Ok(summary)
 }
