@@ -2,6 +2,7 @@
 
 pub mod daily;
 pub mod predict;
+pub mod report;
 pub mod simulate;
 pub mod windows;
 
@@ -27,8 +28,11 @@ pub enum Command {
     Daily(daily::DailyArgs),
     /// Cut a daily table into model windows in the reference batch format.
     Windows(windows::WindowsArgs),
-    /// Score reference batch lines (`VIN,Date,f1..fW`) with an ONNX model; CSV to stdout.
+    /// Score batch lines, a daily table or frames with an ONNX model: CSV on stdout, or
+    /// Parquet, JSONL, SQLite, rejects and summary with `--out DIR`.
     Predict(predict::PredictArgs),
+    /// Write a self-contained HTML report of a `bms predict --out DIR` directory.
+    Report(report::ReportArgs),
     /// Simulate a fleet: frames, daily table and truth (weak cells, first alarms).
     Simulate(simulate::SimulateArgs),
 }
@@ -39,6 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Windows(args) => windows::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Report(args) => report::run(args),
     }
 }
 

@@ -152,6 +152,8 @@ pub struct Summary {
     pub vehicles: u64,
     /// Feature columns as named in events and Parquet.
     pub feature_names: Vec<String>,
+    /// The value that stands for a missing daily value in the features.
+    pub fill_value: f64,
     pub partitioned: bool,
     pub seconds: f64,
 }
@@ -580,6 +582,7 @@ pub fn run_with_model(model: &Model, options: &RunOptions) -> Result<Summary> {
         model_id: contract.model_id.clone(),
         threshold,
         feature_names: names.clone(),
+        fill_value: contract.spec.fill,
         partitioned: options.partition_by_date,
         ..Default::default()
     };
