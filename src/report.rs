@@ -419,7 +419,9 @@ fn vehicle_chart(h: &mut String, v: &Vehicle, threshold: f32) {
         "<svg width=\"{W}\" height=\"{ht}\" viewBox=\"0 0 {W} {ht}\" role=\"img\" aria-label=\"daily chart of {}\">",
         esc(&v.vin)
     );
-    let panels: [(&str, &str, Vec<f64>, Option<(f64, f64)>); 3] = [
+    // (label, line class, values, fixed y range)
+    type Panel<'a> = (&'a str, &'a str, Vec<f64>, Option<(f64, f64)>);
+    let panels: [Panel<'_>; 3] = [
         (
             "cell-voltage spread (mV)",
             "s1",
