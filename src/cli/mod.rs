@@ -1,6 +1,7 @@
 //! Subcommands of the `bms` binary.
 
 pub mod daily;
+pub mod demo;
 pub mod predict;
 pub mod report;
 pub mod simulate;
@@ -24,6 +25,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole job on a simulated fleet: simulate, score with the shipped model, write
+    /// every store and the HTML report, and say what was found.
+    Demo(demo::DemoArgs),
     /// Aggregate a frames file (CSV or Parquet) into the daily table.
     Daily(daily::DailyArgs),
     /// Cut a daily table into model windows in the reference batch format.
@@ -40,6 +44,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Daily(args) => daily::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Windows(args) => windows::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Simulate(args) => simulate::run(args),
