@@ -501,8 +501,9 @@ impl<W: Write> Sink for StdoutSink<W> {
 
 /// Messages to the store writer: a scored chunk, or "all read, commit with these rejects".
 enum Msg {
-    Chunk(Vec<Prediction>, String),
-    Commit(Vec<Reject>),
+    Chunk(Vec<Prediction>),
+    /// The rejects, and events.jsonl (written by the reader thread) to move into place.
+    Commit(Vec<Reject>, AtomicFile),
 }
 
 /// The writer thread: owns the stores, writes every chunk under temporary names and in
@@ -519,15 +520,16 @@ fn write_stores(
     let mut db = SqliteStore::open(&dir.join(SQLITE_FILE))?;
     let mut sink = DirSink {
         parquet: PredictionsParquet::create(dir, names.to_vec(), options.partition_by_date)?,
-        events: AtomicFile::create(&dir.join(EVENTS_FILE))?,
         sqlite: db.begin()?,
         written: 0,
         fail_after,
     };
     for msg in rx {
         match msg {
-            Msg::Chunk(preds, events) => sink.write(preds, events)?,
-            Msg::Commit(rejects) => return commit(dir, sink, &rejects, &options.input),
+            Msg::Chunk(preds) => sink.write(preds, String::new())?,
+            Msg::Commit(rejects, events) => {
+                return commit(dir, sink, events, &rejects, &options.input);
+            }
         }
     }
     // The reader failed: drop everything uncommitted; its error is reported.
@@ -537,20 +539,23 @@ fn write_stores(
 /// The stores of `--out DIR`, all under temporary names until [`commit`].
 struct DirSink<'a> {
     parquet: PredictionsParquet,
-    events: AtomicFile,
     sqlite: crate::store::sqlite::SqliteBatch<'a>,
     written: u64,
     fail_after: Option<u64>,
 }
 
 impl Sink for DirSink<'_> {
-    fn write(&mut self, preds: Vec<Prediction>, events: String) -> Result<()> {
-        self.parquet.write(&preds)?;
-        self.events
-            .file()
-            .write_all(events.as_bytes())
-            .context("writing events.jsonl")?;
-        self.sqlite.upsert(&preds)?;
+    fn write(&mut self, preds: Vec<Prediction>, _events: String) -> Result<()> {
+        // Parquet encodes on its own thread while this one fills SQLite (the connection
+        // stays on the thread that opened it); the reader thread writes the events.
+        let parquet = &mut self.parquet;
+        let rows = &preds;
+        std::thread::scope(|s| -> Result<()> {
+            let pq = s.spawn(move || parquet.write(rows));
+            let here = self.sqlite.upsert(rows);
+            pq.join().expect("the Parquet writer does not panic")?;
+            here
+        })?;
         self.written += preds.len() as u64;
         if let Some(n) = self.fail_after
             && self.written > n
@@ -606,15 +611,21 @@ pub fn run_with_model(model: &Model, options: &RunOptions) -> Result<Summary> {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create directory {}", dir.display()))?;
             let fail_after = std::env::var(FAIL_HOOK).ok().and_then(|v| v.parse().ok());
-            // Scoring on the rayon pool overlaps with the writer thread.
+            // Scoring on the rayon pool overlaps with the writer thread (SQLite, Parquet);
+            // this thread reads the input and writes the events.
             let (tx, rx) = mpsc::sync_channel::<Msg>(2);
+            let mut events = AtomicFile::create(&dir.join(EVENTS_FILE))?;
             std::thread::scope(|scope| -> Result<(u64, Vec<Reject>)> {
                 let writer = scope.spawn(|| write_stores(dir, &names, options, fail_after, rx));
                 let produced = for_each_chunk(model, options, format, &progress, |chunk| {
                     let (preds, ev) = score_chunk(model, chunk, threshold, &names, true)?;
                     count(&mut summary, &mut vins, &preds);
-                    tx.send(Msg::Chunk(preds, ev))
-                        .map_err(|_| anyhow::anyhow!("the store writer stopped"))
+                    tx.send(Msg::Chunk(preds))
+                        .map_err(|_| anyhow::anyhow!("the store writer stopped"))?;
+                    events
+                        .file()
+                        .write_all(ev.as_bytes())
+                        .context("writing events.jsonl")
                 });
                 let produced = produced.and_then(|r| {
                     summary.rows_read = r.0;
@@ -625,7 +636,7 @@ pub fn run_with_model(model: &Model, options: &RunOptions) -> Result<Summary> {
                 let produced = match produced {
                     Ok(r) => {
                         // The writer may have stopped already; its error then says why.
-                        let _ = tx.send(Msg::Commit(r.1.clone()));
+                        let _ = tx.send(Msg::Commit(r.1.clone(), events));
                         Ok(r)
                     }
                     Err(e) => Err(e),
@@ -693,7 +704,13 @@ fn check_conservation(s: &Summary, format: InputFormat, options: &RunOptions) ->
 }
 
 /// Moves every store into place: Parquet, events, rejects, then the SQLite commit.
-fn commit(dir: &Path, sink: DirSink<'_>, rejects: &[Reject], input: &Path) -> Result<()> {
+fn commit(
+    dir: &Path,
+    sink: DirSink<'_>,
+    events: AtomicFile,
+    rejects: &[Reject],
+    input: &Path,
+) -> Result<()> {
     let sources = source_lines(input, rejects);
     let mut f = AtomicFile::create(&dir.join(REJECTS_FILE))?;
     {
@@ -705,7 +722,7 @@ fn commit(dir: &Path, sink: DirSink<'_>, rejects: &[Reject], input: &Path) -> Re
         w.flush()?;
     }
     sink.parquet.finish()?;
-    sink.events.commit()?;
+    events.commit()?;
     f.commit()?;
     sink.sqlite.commit()?;
     for name in [EVENTS_FILE, REJECTS_FILE, crate::store::PARQUET_FILE] {

@@ -144,6 +144,11 @@ pub fn event_field_names(spec: &WindowSpec) -> Vec<String> {
 
 fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for ch in s.chars() {
         match ch {
             '"' => out.push_str("\\\""),
@@ -155,10 +160,10 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Shortest representation that reads back to the same f32 (ryu), `null` when not finite.
 fn push_json_f32(out: &mut String, v: f32) {
-    use std::fmt::Write as _;
     if v.is_finite() {
-        write!(out, "{v:?}").expect("writing to a String");
+        out.push_str(ryu::Buffer::new().format_finite(v));
     } else {
         out.push_str("null");
     }

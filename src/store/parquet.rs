@@ -25,6 +25,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::{PARQUET_DIR, PARQUET_FILE, Prediction};
 
@@ -33,6 +34,10 @@ fn props() -> WriterProperties {
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("valid level"),
         ))
+        // Features, probabilities and ids are nearly all distinct: a dictionary only costs.
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled(ColumnPath::from("vin"), true)
+        .set_column_dictionary_enabled(ColumnPath::from("model_id"), true)
         .build()
 }
 

@@ -106,6 +106,8 @@ impl SqliteStore {
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // A 64 MB page cache: large batches are upserted without spilling mid-transaction.
+        conn.pragma_update(None, "cache_size", -65_536)?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("{}: creating table predictions", path.display()))?;
         Ok(SqliteStore {
