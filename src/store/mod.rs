@@ -97,7 +97,7 @@ pub fn event_id(vin: &str, date: NaiveDate, model_id: &str) -> String {
     let mut h = Sha256::new();
     h.update(vin.as_bytes());
     h.update([0x1f]);
-    h.update(date.format("%Y-%m-%d").to_string().as_bytes());
+    h.update(iso_date(date).as_bytes());
     h.update([0x1f]);
     h.update(model_id.as_bytes());
     let d = h.finalize();
@@ -114,6 +114,13 @@ pub fn event_id(vin: &str, date: NaiveDate, model_id: &str) -> String {
         &hex[16..20],
         &hex[20..32]
     )
+}
+
+/// `YYYY-MM-DD` (what `date.format("%Y-%m-%d")` gives, without parsing a format string
+/// for every row).
+pub fn iso_date(date: NaiveDate) -> String {
+    use chrono::Datelike;
+    format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
 }
 
 /// The snake_case name of a daily column in events (`TotalVoltage` → `total_voltage`).
@@ -181,7 +188,7 @@ pub fn write_event_json(out: &mut String, p: &Prediction, names: &[String]) {
     out.push_str(",\"vin\":");
     push_json_str(out, &p.vin);
     out.push_str(",\"date\":\"");
-    out.push_str(&p.date.format("%Y-%m-%d").to_string());
+    out.push_str(&iso_date(p.date));
     out.push_str("\",\"predicted_prob\":");
     push_json_f32(out, p.predicted_prob);
     for (name, &v) in names.iter().zip(&p.features) {
@@ -281,6 +288,12 @@ mod tests {
             event_id("a", d("2024-01-02"), "bc")
         );
         assert_eq!(a.len(), 36);
+        for d in ["2024-01-02", "0999-12-31", "2024-02-29"] {
+            assert_eq!(
+                iso_date(NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap()),
+                d
+            );
+        }
         assert_eq!(&a[14..15], "8", "version nibble");
     }
 

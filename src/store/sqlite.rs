@@ -82,7 +82,7 @@ impl SqliteBatch<'_> {
             stmt.execute(params![
                 p.event_id,
                 p.vin,
-                p.date.format("%Y-%m-%d").to_string(),
+                super::iso_date(p.date),
                 p.model_id,
                 f64::from(p.predicted_prob),
                 p.alarm,
