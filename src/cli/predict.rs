@@ -82,6 +82,102 @@ pub struct PredictArgs {
 /// Lines per chunk of a batch CSV: bounds memory (~a few MB of text and features).
 const CHUNK_LINES: usize = 32_768;
 
+/// Hidden test hook: lines per chunk instead of [`CHUNK_LINES`] (to test chunk borders).
+const CHUNK_HOOK: &str = "BMS_TEST_CHUNK_LINES";
+
+fn chunk_lines() -> usize {
+    std::env::var(CHUNK_HOOK)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(CHUNK_LINES)
+}
+
+/// A frames CSV aggregated in chunks of lines, so memory holds one chunk of frames plus
+/// the daily table. Frames must come in time order per vehicle (as loggers write them);
+/// `None` when they do not, and the caller reads the whole file and sorts it instead.
+fn frames_csv_streaming(options: &RunOptions) -> Result<Option<io::ReadReport<DailyTable>>> {
+    let path = &options.input;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+    // The header, after any blank lines.
+    let mut header = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        header.clear();
+        if r.read_until(b'\n', &mut header)? == 0 {
+            return Ok(None); // empty: the whole-file reader says so
+        }
+        line_no += 1;
+        if !header.iter().all(u8::is_ascii_whitespace) {
+            break;
+        }
+    }
+    if !header.ends_with(b"\n") {
+        header.push(b'\n');
+    }
+    let mut agg = bms_core::daily::DailyAggregator::new(options.daily_config.clone());
+    let mut read = 0u64;
+    let mut accepted = 0u64;
+    let mut rejects = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        buf.extend_from_slice(&header);
+        let first = line_no + 1;
+        let mut n = 0;
+        while n < chunk_lines() {
+            let got = r
+                .read_until(b'\n', &mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if got == 0 {
+                break;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            break;
+        }
+        line_no += n as u64;
+        let rep = io::frame_csv::read_frame_csv_from(&buf[..], Some(path), ReadMode::Lenient)?;
+        // Line 1 of `buf` is the header, line 2 the chunk's first line.
+        let actual = |l: u64| first + l - 2;
+        read += rep.read;
+        accepted += rep.accepted;
+        for rj in rep.rejects {
+            let line = actual(rj.line);
+            if options.strict {
+                bail!("{}, line {line}: {}", path.display(), rj.reason);
+            }
+            rejects.push(Reject {
+                line,
+                reason: rj.reason,
+            });
+        }
+        for i in 0..rep.data.len() {
+            let line = actual(rep.data.line(i));
+            match agg.push(&rep.data.get(i), line) {
+                Ok(()) => {}
+                Err(bms_core::BmsError::OutOfOrder { .. }) => {
+                    eprintln!(
+                        "{}, line {line}: frames are not in time order per vehicle; reading the whole file and sorting it",
+                        path.display()
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("{}", path.display()))),
+            }
+        }
+    }
+    Ok(Some(io::ReadReport {
+        data: agg.finish(),
+        read,
+        accepted,
+        rejects,
+    }))
+}
+
 /// Hidden test hook: fail the store writer once more than this many predictions have
 /// been written (to prove an interrupted run leaves the previous outputs).
 const FAIL_HOOK: &str = "BMS_TEST_FAIL_AFTER_ROWS";
@@ -328,13 +424,26 @@ fn for_each_chunk(
             }
         },
         InputFormat::Frames => {
-            let r = match FileKind::of(path)? {
-                FileKind::Csv => io::read_frame_csv(path, mode)?,
-                FileKind::Parquet => io::read_frames_parquet(path, mode)?,
+            let streamed = match FileKind::of(path)? {
+                FileKind::Csv => frames_csv_streaming(options)?,
+                FileKind::Parquet => None,
             };
-            report_counts("frames", path, &r);
-            table = bms_core::daily::aggregate(&r.data, &options.daily_config, Some(path))?;
-            (r.read, r.rejects)
+            match streamed {
+                Some(r) => {
+                    report_counts("frames", path, &r);
+                    table = r.data;
+                    (r.read, r.rejects)
+                }
+                None => {
+                    let r = match FileKind::of(path)? {
+                        FileKind::Csv => io::read_frame_csv(path, mode)?,
+                        FileKind::Parquet => io::read_frames_parquet(path, mode)?,
+                    };
+                    report_counts("frames", path, &r);
+                    table = bms_core::daily::aggregate(&r.data, &options.daily_config, Some(path))?;
+                    (r.read, r.rejects)
+                }
+            }
         }
     };
     let spec = &model.contract().spec;
@@ -342,14 +451,14 @@ fn for_each_chunk(
     progress.set_len(batch.len() as u64);
     let n = batch.len();
     let mut keys = batch.keys.into_iter();
-    for (i, x) in batch.x.axis_chunks_iter(Axis(0), CHUNK_LINES).enumerate() {
+    for (i, x) in batch.x.axis_chunks_iter(Axis(0), chunk_lines()).enumerate() {
         let k: Vec<WindowKey> = keys.by_ref().take(x.nrows()).collect();
         progress.inc(k.len() as u64);
         each(Chunk {
             keys: k,
             x: x.to_owned(),
         })?;
-        debug_assert!(i * CHUNK_LINES < n);
+        debug_assert!(i * chunk_lines() < n);
     }
     Ok((read, rejects))
 }
@@ -374,8 +483,8 @@ fn batch_chunks(
     loop {
         buf.clear();
         // Line starts within buf, to cut it into parts for the cores.
-        let mut starts = Vec::with_capacity(CHUNK_LINES);
-        for _ in 0..CHUNK_LINES {
+        let mut starts = Vec::with_capacity(chunk_lines());
+        for _ in 0..chunk_lines() {
             let at = buf.len();
             let n = r
                 .read_until(b'\n', &mut buf)
