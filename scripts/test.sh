@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+./scripts/ensure-chromium.sh   # headless Chromium for tests/report.rs (skips cleanly without it)
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked

@@ -2,3 +2,5 @@
 //! own module under [`cli`] as an args struct plus a `run` function.
 
 pub mod cli;
+pub mod report;
+pub mod store;

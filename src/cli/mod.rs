@@ -1,7 +1,9 @@
 //! Subcommands of the `bms` binary.
 
 pub mod daily;
+pub mod demo;
 pub mod predict;
+pub mod report;
 pub mod simulate;
 pub mod windows;
 
@@ -23,12 +25,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole job on a simulated fleet: simulate, score with the shipped model, write
+    /// every store and the HTML report, and say what was found.
+    Demo(demo::DemoArgs),
     /// Aggregate a frames file (CSV or Parquet) into the daily table.
     Daily(daily::DailyArgs),
     /// Cut a daily table into model windows in the reference batch format.
     Windows(windows::WindowsArgs),
-    /// Score reference batch lines (`VIN,Date,f1..fW`) with an ONNX model; CSV to stdout.
+    /// Score batch lines, a daily table or frames with an ONNX model: CSV on stdout, or
+    /// Parquet, JSONL, SQLite, rejects and summary with `--out DIR`.
     Predict(predict::PredictArgs),
+    /// Write a self-contained HTML report of a `bms predict --out DIR` directory.
+    Report(report::ReportArgs),
     /// Simulate a fleet: frames, daily table and truth (weak cells, first alarms).
     Simulate(simulate::SimulateArgs),
 }
@@ -36,9 +44,11 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Daily(args) => daily::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Windows(args) => windows::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Report(args) => report::run(args),
     }
 }
 
