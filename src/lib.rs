@@ -2,3 +2,4 @@
 //! own module under [`cli`] as an args struct plus a `run` function.
 
 pub mod cli;
+pub mod serve;

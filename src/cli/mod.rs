@@ -2,6 +2,7 @@
 
 pub mod daily;
 pub mod predict;
+pub mod serve;
 pub mod simulate;
 pub mod windows;
 
@@ -31,6 +32,9 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Simulate a fleet: frames, daily table and truth (weak cells, first alarms).
     Simulate(simulate::SimulateArgs),
+    /// Serve a model over HTTP: the SageMaker container contract (/ping, /invocations,
+    /// /execution-parameters), the online API (/v1/predict) and /metrics.
+    Serve(serve::ServeArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -39,6 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Windows(args) => windows::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 
