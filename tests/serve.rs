@@ -839,3 +839,96 @@ fn port_from_sagemaker_bind_to_port() {
         Some(format!("127.0.0.1:{port}").as_str())
     );
 }
+
+#[test]
+fn store_records_what_bms_predict_out_records_and_flushes_on_sigterm() {
+    use bms::store::{EVENTS_FILE, SQLITE_FILE, SqliteStore};
+    let (batch, _) = fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let (batch_file, out, store) = (
+        dir.path().join("b.csv"),
+        dir.path().join("out"),
+        dir.path().join("store"),
+    );
+    std::fs::write(&batch_file, batch.join("\n") + "\n").unwrap();
+    ok(&[
+        "predict",
+        "-m",
+        p(&model_path()),
+        "-i",
+        p(&batch_file),
+        "--out",
+        p(&out),
+    ]);
+    let want = SqliteStore::open(&out.join(SQLITE_FILE))
+        .unwrap()
+        .all()
+        .unwrap();
+    assert_eq!(want.len(), batch.len());
+
+    let mut s = Server::start(&["--store", p(&store), "--inline-max-bytes", "2000"]);
+    // Half the lines keyed, in two requests, then all of them again (an upsert overwrites
+    // the same event ids); feature-only lines and JSON instances have no key and are
+    // scored, not stored; /v1/predict stores its one prediction.
+    let half = batch.len() / 2;
+    for chunk in [&batch[..half], &batch[half..], &batch[..]] {
+        let r = post(
+            s.addr,
+            "/invocations",
+            "text/csv",
+            (chunk.join("\r\n") + "\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let unkeyed: String = batch[..10]
+        .iter()
+        .map(|l| format!("{}\n", features(l)))
+        .collect();
+    assert_eq!(
+        post(s.addr, "/invocations", "text/csv", unkeyed.as_bytes()).status,
+        200
+    );
+    let f: Vec<&str> = batch[3].splitn(3, ',').collect();
+    let body = serde_json::json!({"vin": f[0], "date": f[1], "features": f[2]}).to_string();
+    assert_eq!(
+        post(s.addr, "/v1/predict", "application/json", body.as_bytes()).status,
+        200
+    );
+    // SIGTERM right after the last answer: whatever is still queued must reach the disk.
+    s.sigterm();
+    assert!(
+        s.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        s.log()
+    );
+    assert!(s.log().contains("store flushed"), "{}", s.log());
+
+    let got = SqliteStore::open(&store.join(SQLITE_FILE))
+        .unwrap()
+        .all()
+        .unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.event_id, w.event_id);
+        assert_eq!((&g.vin, g.date, &g.model_id), (&w.vin, w.date, &w.model_id));
+        assert_eq!(g.predicted_prob, w.predicted_prob, "{}", g.event_id);
+        assert_eq!(g.alarm, w.alarm);
+        assert_eq!(g.features, w.features);
+    }
+    // The event log is appended: every keyed prediction of every request, one line each,
+    // in the same JSON as `bms predict --out` writes.
+    let events = std::fs::read_to_string(store.join(EVENTS_FILE)).unwrap();
+    assert_eq!(events.lines().count(), 2 * batch.len() + 1);
+    let reference: HashMap<String, String> = std::fs::read_to_string(out.join(EVENTS_FILE))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["request_id"].as_str().unwrap().to_owned(), l.to_owned())
+        })
+        .collect();
+    for line in events.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(reference[v["request_id"].as_str().unwrap()], line);
+    }
+}

@@ -61,6 +61,17 @@ pub struct ServeArgs {
     /// Alarm threshold for /v1/predict instead of the model's.
     #[arg(long)]
     pub threshold: Option<f32>,
+
+    /// Also record every prediction that has a key (/v1/predict, and /invocations lines
+    /// in the reference `VIN,Date,…` format) in DIR: `results.sqlite` (upsert by event id)
+    /// and `events.jsonl`, the stores `bms predict --out` writes. Written in batches by a
+    /// background thread; everything queued is written before a graceful exit.
+    #[arg(long, env = "BMS_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// Predictions allowed to wait for the store writer; beyond, scoring requests get 503.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub store_max_queued: usize,
 }
 
 /// The single `.onnx` file in `dir` or its subdirectories (two levels).
@@ -158,6 +169,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         inline_max_bytes: args.inline_max_bytes,
         drain: Duration::from_secs_f64(args.drain_secs),
         threshold,
+        store: args.store,
+        store_max_queued: args.store_max_queued,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cpus)

@@ -18,10 +18,12 @@ use serde_json::Value;
 pub struct BadBody(pub String);
 
 /// Rows parsed from a request, row-major `[n, width]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Rows {
     pub n: usize,
     pub x: Vec<f32>,
+    /// (row, VIN, Date) of the rows that came as reference batch lines.
+    pub keys: Vec<(usize, String, NaiveDate)>,
 }
 
 /// The request and response formats `/invocations` speaks.
@@ -101,6 +103,7 @@ fn bad(msg: impl Into<String>) -> BadBody {
 /// the reference batch line `VIN,Date,f1,…,fW` whose first two fields are ignored.
 pub fn parse_csv(body: &[u8], width: usize) -> Result<Rows, BadBody> {
     let mut x = Vec::with_capacity(width.max(1) * (body.len() / (width * 8 + 1) + 1));
+    let mut keys = Vec::new();
     let mut n = 0usize;
     for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
         let line_no = i + 1;
@@ -118,14 +121,33 @@ pub fn parse_csv(body: &[u8], width: usize) -> Result<Rows, BadBody> {
                 "line {line_no}: expected {width} values (or VIN, Date and {width} values), found {fields} fields"
             )));
         };
-        for (col, field) in line.split(|&b| b == b',').enumerate().skip(skip) {
+        let mut fields = line.split(|&b| b == b',');
+        if skip == 2 {
+            let (vin, date) = (fields.next().unwrap_or(b""), fields.next().unwrap_or(b""));
+            let vin = std::str::from_utf8(vin)
+                .map_err(|_| bad(format!("line {line_no}, column 1: VIN is not valid UTF-8")))?
+                .trim();
+            if vin.is_empty() {
+                return Err(bad(format!("line {line_no}, column 1: empty VIN")));
+            }
+            let d = String::from_utf8_lossy(date);
+            let date = NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| {
+                bad(format!(
+                    "line {line_no}, column 2: '{}' is not a YYYY-MM-DD date",
+                    d.trim()
+                ))
+            })?;
+            keys.push((n, vin.to_owned(), date));
+        }
+        for (col, field) in fields.enumerate() {
+            let col = col + skip;
             let v = parse_f64(field)
                 .map_err(|reason| bad(format!("line {line_no}, column {}: {reason}", col + 1)))?;
             x.push(v as f32);
         }
         n += 1;
     }
-    Ok(Rows { n, x })
+    Ok(Rows { n, x, keys })
 }
 
 /// A JSON number or `null` (NaN, a missing value) as f32.
@@ -227,6 +249,7 @@ pub fn parse_json(body: &[u8], width: usize) -> Result<Rows, BadBody> {
     Ok(Rows {
         n: instances.len(),
         x,
+        keys: Vec::new(),
     })
 }
 
@@ -362,6 +385,8 @@ mod tests {
     fn csv_lines_crlf_blank_and_prefixed() {
         let rows = parse_csv(b"1,2,3\r\n\r\nV1,2024-01-01,4,nan,\n  \n5e0,6,7\n", 3).unwrap();
         assert_eq!(rows.n, 3);
+        let date = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        assert_eq!(rows.keys, vec![(1, "V1".to_owned(), date)]);
         assert_eq!(&rows.x[..3], &[1.0, 2.0, 3.0]);
         assert_eq!(rows.x[3], 4.0);
         assert!(rows.x[4].is_nan() && rows.x[5].is_nan());
@@ -379,6 +404,13 @@ mod tests {
         assert_eq!(e.0, "line 2, column 2: 'x' is not a number");
         let e = parse_csv(b"1,inf,3\n", 3).unwrap_err();
         assert!(e.0.contains("not a finite number"), "{e:?}");
+        let e = parse_csv(b"1,2,3\n,2024-01-01,1,2,3\n", 3).unwrap_err();
+        assert_eq!(e.0, "line 2, column 1: empty VIN");
+        let e = parse_csv(b"V,2024-13-01,1,2,3\n", 3).unwrap_err();
+        assert_eq!(
+            e.0,
+            "line 1, column 2: '2024-13-01' is not a YYYY-MM-DD date"
+        );
         let e = parse_csv(b"\xff\xfe,1,2\n", 3).unwrap_err();
         assert!(e.0.contains("line 1, column 1: not valid UTF-8"), "{e:?}");
     }

@@ -19,15 +19,21 @@
 //! - **Shutdown.** SIGTERM or SIGINT stops accepting, lets every in-flight request finish
 //!   and closes idle keep-alive connections, waiting at most `drain` (SageMaker sends
 //!   SIGKILL 30 s after SIGTERM).
+//! - **Store.** With `--store DIR`, every prediction that has a key (`/v1/predict`, and
+//!   `/invocations` lines in the reference batch format `VIN,Date,…`) is queued for the
+//!   stores `bms predict --out` writes and written in batches by one thread
+//!   ([`recorder`]); shutdown writes everything queued before the process exits.
 //! - **Errors.** One [`ApiError`] type maps every failure to its status in one place.
 //!   Model panics are caught and answered `500`; no input reaches a panic path.
 
 pub mod codec;
 pub mod metrics;
+pub mod recorder;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -49,6 +55,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use codec::{BadBody, Format};
 use metrics::{Metrics, Route};
+use recorder::Recorder;
+
+use crate::store::Prediction;
 
 /// The header SageMaker passes through to the container and back.
 pub const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
@@ -74,12 +83,17 @@ pub struct ServeConfig {
     pub drain: Duration,
     /// Alarm threshold (the model's unless overridden).
     pub threshold: f32,
+    /// Directory of the prediction stores (`--store`).
+    pub store: Option<PathBuf>,
+    /// Predictions waiting for the store writer before scoring requests get 503.
+    pub store_max_queued: usize,
 }
 
 struct State {
     model: Arc<Model>,
     config: ServeConfig,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
+    recorder: Option<Arc<Recorder>>,
     admit: Arc<Semaphore>,
     draining: AtomicBool,
 }
@@ -162,11 +176,22 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let drain = config.drain;
     let timeout = config.timeout;
+    let metrics = Arc::new(Metrics::default());
+    let recorder = match &config.store {
+        Some(dir) => Some(Arc::new(Recorder::start(
+            dir,
+            &model.contract().spec,
+            metrics.clone(),
+            config.store_max_queued,
+        )?)),
+        None => None,
+    };
     let state = Arc::new(State {
         model,
         admit: Arc::new(Semaphore::new(config.max_inflight)),
         config,
-        metrics: Metrics::default(),
+        metrics,
+        recorder,
         draining: AtomicBool::new(false),
     });
     ready(addr);
@@ -213,6 +238,12 @@ pub async fn run(
             "bms serve: connections still open after {} s, stopping anyway",
             drain.as_secs_f64()
         ),
+    }
+    if let Some(r) = &state.recorder {
+        let r = r.clone();
+        // Blocks until every queued prediction is written.
+        let _ = tokio::task::spawn_blocking(move || r.finish()).await;
+        eprintln!("bms serve: store flushed");
     }
     Ok(())
 }
@@ -303,6 +334,14 @@ fn admit(state: &Arc<State>) -> Result<Permit, ApiError> {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "server is shutting down",
+        ));
+    }
+    if let Some(r) = &state.recorder
+        && !r.has_room()
+    {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the prediction store is behind; retry later",
         ));
     }
     match state.admit.clone().try_acquire_owned() {
@@ -454,6 +493,8 @@ async fn invocations(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp,
         return Ok(response(StatusCode::NO_CONTENT, None, Bytes::new()));
     }
     let len = body.len();
+    let recorder = state.recorder.clone();
+    let threshold = state.config.threshold;
     let (probs, text) = run_work(state, permit, len, move |model| {
         let rows = codec::parse(in_format, &body, model.input_width())?;
         let probs = if rows.n == 0 {
@@ -461,6 +502,21 @@ async fn invocations(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp,
         } else {
             score(model, &rows)?
         };
+        if let Some(r) = recorder
+            && !rows.keys.is_empty()
+        {
+            let w = model.input_width();
+            let model_id = &model.contract().model_id;
+            let preds = rows
+                .keys
+                .iter()
+                .map(|(i, vin, date)| {
+                    let x = rows.x[i * w..(i + 1) * w].to_vec();
+                    Prediction::new(vin, *date, probs[*i], threshold, model_id, x)
+                })
+                .collect();
+            record(&r, preds)?;
+        }
         let text = codec::format_predictions(out_format, &probs);
         Ok((probs.len(), text))
     })
@@ -477,22 +533,32 @@ async fn predict(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Api
     let body = read_body(state, req).await?;
     let len = body.len();
     let threshold = state.config.threshold;
+    let recorder = state.recorder.clone();
     let text = run_work(state, permit, len, move |model| {
         let g = codec::parse_gateway(&body, model.input_width())?;
         let rows = codec::Rows {
             n: 1,
             x: g.x.clone(),
+            keys: Vec::new(),
         };
         let p = score(model, &rows)?[0];
-        let alarm = p >= threshold;
-        Ok(codec::format_gateway(
-            &g,
-            p,
-            alarm,
-            &model.contract().model_id,
-        ))
+        let model_id = &model.contract().model_id;
+        if let Some(r) = recorder {
+            let pred = Prediction::new(&g.vin, g.date, p, threshold, model_id, g.x.clone());
+            record(&r, vec![pred])?;
+        }
+        Ok(codec::format_gateway(&g, p, p >= threshold, model_id))
     })
     .await?;
     state.metrics.add_rows(1);
     Ok(response(StatusCode::OK, Some("application/json"), text))
+}
+
+fn record(recorder: &Recorder, preds: Vec<Prediction>) -> Result<(), ApiError> {
+    recorder.record(preds).map_err(|why| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("scored, but not recorded: {why}"),
+        )
+    })
 }

@@ -1,0 +1,304 @@
+//! Durable, idempotent stores for predictions (SPEC §8, AWS.md §1).
+//!
+//! One record type, [`Prediction`], and three sinks that `bms predict --out DIR` writes and
+//! that `bms serve --store DIR` can reuse:
+//!
+//! | sink | file | what |
+//! |---|---|---|
+//! | [`SqliteStore`] | `results.sqlite` | table `predictions` keyed by the deterministic event id, upserted (the stand-in for the reference's key-value table) |
+//! | [`EventLog`] / [`write_event_json`] | `events.jsonl` | the reference's stored-event JSON, one object per line |
+//! | [`parquet::PredictionsParquet`] | `predictions.parquet` | every field plus the features, one column each |
+//!
+//! The event id ([`event_id`]) is derived from (vin, date, model_id), so scoring the same
+//! window twice with the same model overwrites the same row instead of adding one, and a
+//! different model adds rows.
+//!
+//! ```no_run
+//! use bms::store::{Prediction, Store, event_field_names};
+//! # fn main() -> anyhow::Result<()> {
+//! let spec = bms_core::WindowSpec::default();
+//! let mut store = Store::open("out/store".as_ref(), event_field_names(&spec))?;
+//! let date = chrono::NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+//! let p = Prediction::new("LSVAX00000000001", date, 0.7, 0.5, "my-model", vec![0.0; 84]);
+//! store.write_batch(&[p])?; // one SQLite transaction + appended, fsynced JSONL lines
+//! # Ok(()) }
+//! ```
+
+pub mod parquet;
+pub mod sqlite;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use bms_core::{DailyColumn, WindowSpec};
+use chrono::NaiveDate;
+use sha2::{Digest, Sha256};
+
+pub use sqlite::SqliteStore;
+
+/// File names inside a store directory.
+pub const SQLITE_FILE: &str = "results.sqlite";
+pub const EVENTS_FILE: &str = "events.jsonl";
+pub const PARQUET_FILE: &str = "predictions.parquet";
+/// The directory `--partition-by date` writes instead of [`PARQUET_FILE`].
+pub const PARQUET_DIR: &str = "predictions";
+pub const REJECTS_FILE: &str = "rejects.csv";
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// The key of the event id in the stored-event JSON (the reference's Glue table column).
+pub const EVENT_ID_FIELD: &str = "request_id";
+
+/// One scored window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Deterministic id from (vin, date, model_id): see [`event_id`].
+    pub event_id: String,
+    pub vin: String,
+    /// The window's date: the first day of the predicted horizon.
+    pub date: NaiveDate,
+    pub predicted_prob: f32,
+    /// `predicted_prob >= threshold`.
+    pub alarm: bool,
+    pub model_id: String,
+    /// The window's features as given to the model, day-major, oldest day first
+    /// (`context × features` values). May be empty when the caller does not keep them.
+    pub features: Vec<f32>,
+}
+
+impl Prediction {
+    /// A prediction with its event id computed and `alarm = prob >= threshold`.
+    pub fn new(
+        vin: &str,
+        date: NaiveDate,
+        predicted_prob: f32,
+        threshold: f32,
+        model_id: &str,
+        features: Vec<f32>,
+    ) -> Self {
+        Prediction {
+            event_id: event_id(vin, date, model_id),
+            vin: vin.to_owned(),
+            date,
+            predicted_prob,
+            alarm: predicted_prob >= threshold,
+            model_id: model_id.to_owned(),
+            features,
+        }
+    }
+}
+
+/// The deterministic event id of a prediction: the first 16 bytes of
+/// SHA-256(`vin` 0x1F `YYYY-MM-DD` 0x1F `model_id`) written as a UUID (version 8,
+/// RFC 9562 "custom"), e.g. `3f2a…-…`. The reference uses random UUIDs in the same
+/// place, so existing consumers that expect a UUID string keep working.
+pub fn event_id(vin: &str, date: NaiveDate, model_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(vin.as_bytes());
+    h.update([0x1f]);
+    h.update(date.format("%Y-%m-%d").to_string().as_bytes());
+    h.update([0x1f]);
+    h.update(model_id.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80; // version 8
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// The snake_case name of a daily column in events (`TotalVoltage` → `total_voltage`).
+pub fn event_column_name(c: DailyColumn) -> &'static str {
+    match c {
+        DailyColumn::TotalVoltage => "total_voltage",
+        DailyColumn::TotalCurrent => "total_current",
+        DailyColumn::CellMaxVoltage => "cell_max_voltage",
+        DailyColumn::CellMinVoltage => "cell_min_voltage",
+        DailyColumn::MaxTemperature => "max_temperature",
+        DailyColumn::MinTemperature => "min_temperature",
+        other => other.name(),
+    }
+}
+
+/// The event field name of every feature of a window, in feature order: feature
+/// `day * F + k` is `<column k>_<C − day>`, so suffix `C` (14 for the reference) is the
+/// oldest day and `1` the newest (AWS.md §1).
+pub fn event_field_names(spec: &WindowSpec) -> Vec<String> {
+    let mut names = Vec::with_capacity(spec.width());
+    for day in 0..spec.context {
+        for &c in &spec.features {
+            names.push(format!("{}_{}", event_column_name(c), spec.context - day));
+        }
+    }
+    names
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn push_json_f32(out: &mut String, v: f32) {
+    use std::fmt::Write as _;
+    if v.is_finite() {
+        write!(out, "{v:?}").expect("writing to a String");
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// Appends the stored-event JSON of `p` (compact separators, no newline) to `out`:
+/// `{"request_id":…,"vin":…,"date":"YYYY-MM-DD","predicted_prob":p,<feature names>…}`.
+/// `names` are [`event_field_names`] of the model's spec; features beyond `names` are
+/// not written, and a non-finite value is written as `null`.
+pub fn write_event_json(out: &mut String, p: &Prediction, names: &[String]) {
+    out.push('{');
+    push_json_str(out, EVENT_ID_FIELD);
+    out.push(':');
+    push_json_str(out, &p.event_id);
+    out.push_str(",\"vin\":");
+    push_json_str(out, &p.vin);
+    out.push_str(",\"date\":\"");
+    out.push_str(&p.date.format("%Y-%m-%d").to_string());
+    out.push_str("\",\"predicted_prob\":");
+    push_json_f32(out, p.predicted_prob);
+    for (name, &v) in names.iter().zip(&p.features) {
+        out.push(',');
+        push_json_str(out, name);
+        out.push(':');
+        push_json_f32(out, v);
+    }
+    out.push('}');
+}
+
+/// An append-only `events.jsonl` for long-running writers (`bms serve --store`): each
+/// [`EventLog::append`] writes whole lines and fsyncs, so a crash loses at most the batch
+/// being written, never leaves a half line behind a later one.
+#[derive(Debug)]
+pub struct EventLog {
+    path: PathBuf,
+    file: File,
+    names: Vec<String>,
+    buf: String,
+}
+
+impl EventLog {
+    pub fn open(path: &Path, names: Vec<String>) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(EventLog {
+            path: path.to_path_buf(),
+            file,
+            names,
+            buf: String::new(),
+        })
+    }
+
+    /// Appends one line per prediction and syncs the file.
+    pub fn append(&mut self, preds: &[Prediction]) -> Result<()> {
+        self.buf.clear();
+        for p in preds {
+            write_event_json(&mut self.buf, p, &self.names);
+            self.buf.push('\n');
+        }
+        self.file
+            .write_all(self.buf.as_bytes())
+            .and_then(|()| self.file.sync_data())
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+/// The incremental store of a directory: `results.sqlite` (upsert) and `events.jsonl`
+/// (append). For one-shot batch runs that must replace files atomically, `bms predict`
+/// uses the pieces ([`SqliteStore`], [`write_event_json`], [`parquet`]) directly.
+#[derive(Debug)]
+pub struct Store {
+    pub sqlite: SqliteStore,
+    pub events: EventLog,
+}
+
+impl Store {
+    /// Creates `dir` when missing and opens (or creates) both files in it.
+    pub fn open(dir: &Path, names: Vec<String>) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        Ok(Store {
+            sqlite: SqliteStore::open(&dir.join(SQLITE_FILE))?,
+            events: EventLog::open(&dir.join(EVENTS_FILE), names)?,
+        })
+    }
+
+    /// Upserts `preds` in one SQLite transaction, then appends their events.
+    pub fn write_batch(&mut self, preds: &[Prediction]) -> Result<()> {
+        self.sqlite.upsert(preds)?;
+        self.events.append(preds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn event_id_depends_on_each_key_part_only() {
+        let a = event_id("V1", d("2024-01-02"), "m");
+        assert_eq!(a, event_id("V1", d("2024-01-02"), "m"));
+        assert_ne!(a, event_id("V2", d("2024-01-02"), "m"));
+        assert_ne!(a, event_id("V1", d("2024-01-03"), "m"));
+        assert_ne!(a, event_id("V1", d("2024-01-02"), "n"));
+        // The separator keeps ("V1", "m2") and ("V1m", "2") apart.
+        assert_ne!(
+            event_id("ab", d("2024-01-02"), "c"),
+            event_id("a", d("2024-01-02"), "bc")
+        );
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "8", "version nibble");
+    }
+
+    #[test]
+    fn event_names_oldest_day_has_the_largest_suffix() {
+        let names = event_field_names(&WindowSpec::default());
+        assert_eq!(names.len(), 84);
+        assert_eq!(names[0], "total_voltage_14");
+        assert_eq!(names[5], "min_temperature_14");
+        assert_eq!(names[6], "total_voltage_13");
+        assert_eq!(names[83], "min_temperature_1");
+    }
+
+    #[test]
+    fn event_json_escapes_and_nulls() {
+        let p = Prediction::new("V\"1", d("2024-01-02"), 0.25, 0.5, "m", vec![1.5, f32::NAN]);
+        let mut s = String::new();
+        write_event_json(&mut s, &p, &["a_2".into(), "a_1".into()]);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["vin"], "V\"1");
+        assert_eq!(v["a_2"], 1.5);
+        assert!(v["a_1"].is_null());
+        assert_eq!(v["predicted_prob"], 0.25);
+        assert!(!p.alarm);
+    }
+}

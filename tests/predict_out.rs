@@ -1,0 +1,470 @@
+//! End to end: `bms predict --out DIR` from every input format into the stores
+//! (predictions.parquet, events.jsonl, results.sqlite, rejects.csv, summary.json).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bms::store::parquet::read_predictions;
+use bms::store::{Prediction, SqliteStore, event_id};
+use common::{bms, ok, p, stderr, text};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ref_model() -> PathBuf {
+    root().join("models/consistency-ref14x6.onnx")
+}
+
+fn ext_model() -> PathBuf {
+    root().join("models/consistency-ext.onnx")
+}
+
+/// A small simulated fleet: daily CSV and Parquet, and the batch CSV cut from it.
+struct Fleet {
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        ok(&[
+            "simulate",
+            "--vehicles",
+            "6",
+            "--days",
+            "40",
+            "--seed",
+            "3",
+            "--weak-fraction",
+            "0.5",
+            "--daily",
+            p(&d.join("daily.csv")),
+        ]);
+        let table = bms_core::io::read_daily_csv(&d.join("daily.csv"), Default::default())
+            .unwrap()
+            .data;
+        bms_core::io::write_daily_parquet(&d.join("daily.parquet"), &table).unwrap();
+        ok(&[
+            "windows",
+            "-i",
+            p(&d.join("daily.csv")),
+            "-o",
+            p(&d.join("batch.csv")),
+        ]);
+        Fleet { dir }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn predict(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["predict", "-m", p(model), "-i", p(input), "--out", p(out)];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+fn by_id(rows: Vec<Prediction>) -> BTreeMap<String, Prediction> {
+    rows.into_iter().map(|r| (r.event_id.clone(), r)).collect()
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&text(&dir.join("summary.json"))).unwrap()
+}
+
+fn events(dir: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    text(&dir.join("events.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_input_format_gives_the_same_predictions() {
+    let f = Fleet::new();
+    let runs: Vec<(&str, PathBuf, &str)> = vec![
+        ("batch", f.path("batch.csv"), "batch"),
+        ("daily-csv", f.path("daily.csv"), "daily"),
+        ("daily-parquet", f.path("daily.parquet"), "daily"),
+    ];
+    let mut results = Vec::new();
+    for (name, input, format) in &runs {
+        let out = f.path(&format!("out-{name}"));
+        let o = predict(&ref_model(), input, &out, &[]);
+        let s = summary(&out);
+        assert_eq!(s["format"], *format, "{name}: detected format");
+        assert!(stderr(&o).contains("scored"), "{}", stderr(&o));
+        results.push(by_id(read_predictions(&out).unwrap().rows));
+    }
+    assert!(!results[0].is_empty());
+    // One prediction per line of the batch file.
+    assert_eq!(results[0].len(), text(&f.path("batch.csv")).lines().count());
+    for r in &results[1..] {
+        assert_eq!(r, &results[0]);
+    }
+    // An explicit --format agrees with detection.
+    let out = f.path("out-explicit");
+    predict(
+        &ref_model(),
+        &f.path("daily.csv"),
+        &out,
+        &["--format", "daily"],
+    );
+    assert_eq!(by_id(read_predictions(&out).unwrap().rows), results[0]);
+    // A wrong explicit --format rejects every line with a reason instead of guessing.
+    let out = f.path("out-wrong");
+    predict(
+        &ref_model(),
+        &f.path("daily.csv"),
+        &out,
+        &["--format", "batch"],
+    );
+    let s = summary(&out);
+    assert_eq!(s["scored"], 0);
+    assert_eq!(s["rows_rejected"], s["rows_read"]);
+}
+
+#[test]
+fn frames_csv_and_parquet_score_like_their_daily_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let frames_csv = root().join("examples/data/frames-small.csv");
+    let frames = bms_core::io::read_frame_csv(&frames_csv, Default::default())
+        .unwrap()
+        .data;
+    bms_core::io::write_frames_parquet(&d.join("frames.parquet"), &frames).unwrap();
+    ok(&["daily", "-i", p(&frames_csv), "-o", p(&d.join("daily.csv"))]);
+    let mut all = Vec::new();
+    for (name, input) in [
+        ("fc", frames_csv.clone()),
+        ("fp", d.join("frames.parquet")),
+        ("dc", d.join("daily.csv")),
+    ] {
+        let out = d.join(name);
+        predict(&ref_model(), &input, &out, &[]);
+        all.push((summary(&out), by_id(read_predictions(&out).unwrap().rows)));
+    }
+    assert_eq!(all[0].0["format"], "frames");
+    assert_eq!(all[1].0["format"], "frames");
+    assert_eq!(all[0].0["rows_read"], 1116);
+    assert_eq!(all[1].0["rows_read"], 1116);
+    assert!(!all[0].1.is_empty());
+    assert_eq!(all[0].1, all[2].1);
+    assert_eq!(all[1].1, all[2].1);
+}
+
+#[test]
+fn parquet_jsonl_and_sqlite_hold_the_same_predictions_with_reference_field_names() {
+    let f = Fleet::new();
+    let out = f.path("out");
+    predict(&ref_model(), &f.path("batch.csv"), &out, &[]);
+    let pq = by_id(read_predictions(&out).unwrap().rows);
+    let db = by_id(
+        SqliteStore::open(&out.join("results.sqlite"))
+            .unwrap()
+            .all()
+            .unwrap(),
+    );
+    assert_eq!(pq, db);
+    let ev = events(&out);
+    assert_eq!(ev.len(), pq.len());
+
+    // Field names and order: request_id, vin, date, predicted_prob, then day-major
+    // features with suffix 14 the oldest day and 1 the newest (AWS.md §1).
+    let cols = [
+        "total_voltage",
+        "total_current",
+        "cell_max_voltage",
+        "cell_min_voltage",
+        "max_temperature",
+        "min_temperature",
+    ];
+    let mut expected = vec!["request_id", "vin", "date", "predicted_prob"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    for suffix in (1..=14).rev() {
+        for c in cols {
+            expected.push(format!("{c}_{suffix}"));
+        }
+    }
+    // The batch file's lines, to check which day each suffix holds.
+    let batch: BTreeMap<(String, String), Vec<f32>> = text(&f.path("batch.csv"))
+        .lines()
+        .map(|l| {
+            let v: Vec<&str> = l.split(',').collect();
+            (
+                (v[0].to_owned(), v[1].to_owned()),
+                v[2..].iter().map(|x| x.parse().unwrap()).collect(),
+            )
+        })
+        .collect();
+    let line = text(&out.join("events.jsonl"));
+    let first = line.lines().next().unwrap();
+    assert!(first.starts_with("{\"request_id\":\""), "{first}");
+    assert!(
+        !first.contains(": ") && !first.contains(", "),
+        "compact separators"
+    );
+    for e in &ev {
+        let keys: Vec<&String> = e.keys().collect();
+        // serde_json's map is sorted unless preserve_order: compare as sets and check the
+        // textual order separately below.
+        assert_eq!(keys.len(), expected.len());
+        for k in &expected {
+            assert!(e.contains_key(k), "missing {k}");
+        }
+        let id = e["request_id"].as_str().unwrap();
+        let row = &pq[id];
+        assert_eq!(e["vin"], row.vin.as_str());
+        assert_eq!(e["date"], row.date.to_string());
+        assert_eq!(
+            e["predicted_prob"].as_f64().unwrap() as f32,
+            row.predicted_prob
+        );
+        assert_eq!(
+            id,
+            event_id(&row.vin, row.date, "consistency-ref14x6-v1"),
+            "deterministic id"
+        );
+        let x = &batch[&(row.vin.clone(), row.date.to_string())];
+        assert_eq!(e["total_voltage_14"].as_f64().unwrap() as f32, x[0]);
+        assert_eq!(e["min_temperature_1"].as_f64().unwrap() as f32, x[83]);
+        assert_eq!(e["cell_max_voltage_13"].as_f64().unwrap() as f32, x[6 + 2]);
+        assert_eq!(&row.features, x);
+    }
+    // Textual order of the keys in the first line.
+    let mut at = 0;
+    for k in &expected {
+        let pos = first[at..]
+            .find(&format!("\"{k}\":"))
+            .unwrap_or_else(|| panic!("{k} out of order"));
+        at += pos + 1;
+    }
+}
+
+#[test]
+fn rerun_is_idempotent_and_a_second_model_adds_rows() {
+    let f = Fleet::new();
+    let out = f.path("out");
+    predict(&ref_model(), &f.path("daily.csv"), &out, &[]);
+    let db = || {
+        SqliteStore::open(&out.join("results.sqlite"))
+            .unwrap()
+            .all()
+            .unwrap()
+    };
+    let first = db();
+    let events1 = text(&out.join("events.jsonl"));
+    let pq1 = std::fs::read(out.join("predictions.parquet")).unwrap();
+    predict(&ref_model(), &f.path("daily.csv"), &out, &[]);
+    assert_eq!(db(), first, "same rows, same content");
+    assert_eq!(text(&out.join("events.jsonl")), events1);
+    assert_eq!(std::fs::read(out.join("predictions.parquet")).unwrap(), pq1);
+    // The batch file is the same windows: still no new rows.
+    predict(&ref_model(), &f.path("batch.csv"), &out, &[]);
+    assert_eq!(db(), first);
+
+    predict(&ext_model(), &f.path("daily.csv"), &out, &[]);
+    let both = db();
+    assert_eq!(both.len(), 2 * first.len());
+    let ext: Vec<&Prediction> = both
+        .iter()
+        .filter(|r| r.model_id == "consistency-ext-v1")
+        .collect();
+    assert_eq!(ext.len(), first.len());
+    assert_eq!(ext[0].features.len(), 14 * 10);
+    // The reference rows are untouched.
+    let refs: Vec<Prediction> = both
+        .into_iter()
+        .filter(|r| r.model_id == "consistency-ref14x6-v1")
+        .collect();
+    assert_eq!(by_id(refs), by_id(first));
+    // Events of the ext model name its extended features.
+    let e = events(&out);
+    assert!(e[0].contains_key("spread_mean_14") && e[0].contains_key("soc_deviation_mean_1"));
+}
+
+fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let bytes = if p.is_file() && name != "results.sqlite" {
+                std::fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            };
+            (name, bytes)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_interrupted_run_leaves_the_previous_outputs() {
+    let f = Fleet::new();
+    let out = f.path("out");
+    // A first, complete run on half of the lines.
+    let all = text(&f.path("batch.csv"));
+    let half: String = all.lines().take(60).map(|l| format!("{l}\n")).collect();
+    std::fs::write(f.path("half.csv"), half).unwrap();
+    predict(&ref_model(), &f.path("half.csv"), &out, &[]);
+    let before = listing(&out);
+    let rows_before = SqliteStore::open(&out.join("results.sqlite"))
+        .unwrap()
+        .all()
+        .unwrap();
+    assert_eq!(rows_before.len(), 60);
+
+    // The second run dies after its store writer has written part of the outputs.
+    for partition in [false, true] {
+        let mut args = vec![
+            "predict".to_owned(),
+            "-m".into(),
+            p(&ref_model()).into(),
+            "-i".into(),
+            p(&f.path("batch.csv")).into(),
+            "--out".into(),
+            p(&out).into(),
+        ];
+        if partition {
+            args.extend(["--partition-by".into(), "date".into()]);
+        }
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_bms"))
+            .args(&args)
+            .env("BMS_TEST_FAIL_AFTER_ROWS", "10")
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("injected failure"), "{}", stderr(&o));
+        assert_eq!(listing(&out), before, "no file changed, no temporary left");
+        let rows = SqliteStore::open(&out.join("results.sqlite"))
+            .unwrap()
+            .all()
+            .unwrap();
+        assert_eq!(rows, rows_before, "the SQLite transaction was rolled back");
+    }
+}
+
+#[test]
+fn malformed_lines_end_in_rejects_with_reasons() {
+    let f = Fleet::new();
+    let good: Vec<String> = text(&f.path("batch.csv"))
+        .lines()
+        .take(5)
+        .map(String::from)
+        .collect();
+    let mut lines = good.clone();
+    let mut bad_number: Vec<&str> = good[0].split(',').collect();
+    bad_number[10] = "abc";
+    let mut bad_date: Vec<&str> = good[1].split(',').collect();
+    bad_date[1] = "2024-13-01";
+    let mut no_vin: Vec<&str> = good[2].split(',').collect();
+    no_vin[0] = "";
+    lines.insert(2, bad_number.join(","));
+    lines.insert(4, "VIN1,2024-01-01,1.0,2.0".into());
+    lines.push(bad_date.join(","));
+    lines.push(String::new()); // blank: skipped, not counted
+    lines.push(no_vin.join(","));
+    std::fs::write(f.path("bad.csv"), lines.join("\n") + "\n").unwrap();
+    let out = f.path("out");
+    let o = predict(&ref_model(), &f.path("bad.csv"), &out, &[]);
+    let s = summary(&out);
+    assert_eq!(s["rows_read"], 9);
+    assert_eq!(s["scored"], 5);
+    assert_eq!(s["rows_rejected"], 4);
+    assert!(
+        stderr(&o).contains("read 9 lines, rejected 4"),
+        "{}",
+        stderr(&o)
+    );
+    let rejects = text(&out.join("rejects.csv"));
+    let r: Vec<&str> = rejects.lines().collect();
+    assert_eq!(r[0], "line,reason,source");
+    assert_eq!(r.len(), 5);
+    assert!(
+        r[1].starts_with("3,") && r[1].contains("'abc' is not a number"),
+        "{}",
+        r[1]
+    );
+    assert!(r[1].contains("abc") && r[1].ends_with(&format!("\"{}\"", bad_number.join(","))));
+    assert!(
+        r[2].starts_with("5,") && r[2].contains("expected 86 fields"),
+        "{}",
+        r[2]
+    );
+    assert!(
+        r[3].starts_with("8,") && r[3].contains("2024-13-01"),
+        "{}",
+        r[3]
+    );
+    assert!(
+        r[4].starts_with("10,") && r[4].contains("empty VIN"),
+        "{}",
+        r[4]
+    );
+
+    // --strict stops at the first bad line, names it, and writes nothing.
+    let strict = f.path("strict");
+    let o = bms(&[
+        "predict",
+        "-m",
+        p(&ref_model()),
+        "-i",
+        p(&f.path("bad.csv")),
+        "--out",
+        p(&strict),
+        "--strict",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("line 3"), "{}", stderr(&o));
+    assert!(!strict.join("predictions.parquet").exists());
+}
+
+#[test]
+fn partition_by_date_writes_a_hive_layout_with_the_same_rows() {
+    let f = Fleet::new();
+    let single = f.path("single");
+    let parted = f.path("parted");
+    predict(&ref_model(), &f.path("batch.csv"), &single, &[]);
+    predict(
+        &ref_model(),
+        &f.path("batch.csv"),
+        &parted,
+        &["--partition-by", "date"],
+    );
+    let a = by_id(read_predictions(&single).unwrap().rows);
+    let b = by_id(read_predictions(&parted).unwrap().rows);
+    assert_eq!(a, b);
+    let dates: std::collections::BTreeSet<String> =
+        a.values().map(|r| r.date.to_string()).collect();
+    let dirs: std::collections::BTreeSet<String> = std::fs::read_dir(parted.join("predictions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        dirs,
+        dates.iter().map(|d| format!("date={d}")).collect(),
+        "one date=YYYY-MM-DD directory per date"
+    );
+    assert!(!parted.join("predictions.parquet").exists());
+    // Files inside a partition carry no date column (it lives in the path).
+    let d = dates.iter().next().unwrap();
+    let file =
+        std::fs::File::open(parted.join(format!("predictions/date={d}/part-0.parquet"))).unwrap();
+    let meta =
+        parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file, Default::default()).unwrap();
+    assert!(meta.schema().index_of("date").is_err());
+    assert!(meta.schema().index_of("predicted_prob").is_ok());
+    // Switching back to one file removes the directory layout.
+    predict(&ref_model(), &f.path("batch.csv"), &parted, &[]);
+    assert!(parted.join("predictions.parquet").is_file());
+    assert!(!parted.join("predictions").exists());
+}
