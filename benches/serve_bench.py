@@ -3,14 +3,14 @@ loopback, in the same run: requests/s and p50/p99 latency for 1-line and 1,000-l
 bodies at a few concurrency levels.
 
     export CARGO_TARGET_DIR=/work/target
-    cargo build --release --bin bms
+    cargo build --release --bin bms      # then --bms PATH if the binary is elsewhere
     apt-get install -y wrk
     python3 -m venv /work/venv-serve && /work/venv-serve/bin/pip install flask gunicorn xgboost==3.2.0 numpy
     /work/venv-serve/bin/python benches/serve_bench.py [--duration 5] [--concurrency 1,8,32]
 
 Both servers load the same model (`benches/data/xgb_ref.onnx` and XGBoost's own
-`xgb_ref.json`, see make_bench_model.py) and score the same bodies (rows of the same
-synthetic distribution, ~3 % `nan`, written `%.18e` like the reference Lambda's input).
+`xgb_ref.json`, see make_bench_model.py) and score the same bodies (rows of
+make_bench_model.py's distribution, ~3 % `nan`, written `%.18e` like the reference Lambda's input).
 The script first checks that both answer the same probabilities (within 1e-6), then runs
 `wrk --latency` for each (server, body, concurrency) and prints a table with the ratios.
 Flask runs under gunicorn with one process per CPU (gthread workers, keep-alive), as the
@@ -33,8 +33,15 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from make_bench_model import WIDTH, synthetic  # noqa: E402
+WIDTH = 84
+
+
+def rows(n, seed):
+    """`n` rows like make_bench_model.py's: standard normal features, ~3 % NaN."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, WIDTH)).astype(np.float32)
+    x[rng.random(size=x.shape) < 0.03] = np.nan
+    return x
 
 LUA = """
 wrk.method = "POST"
@@ -102,17 +109,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--concurrency", default="1,8,32")
-    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    ap.add_argument("--workers", type=int, default=os.cpu_count(),
+                    help="gunicorn processes for the Flask server")
+    ap.add_argument("--bms", help="the bms binary (default $CARGO_TARGET_DIR/release/bms)")
     args = ap.parse_args()
     conc = [int(c) for c in args.concurrency.split(",")]
 
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    bms = os.path.join(target, "release", "bms")
+    bms = args.bms or os.path.join(target, "release", "bms")
     if not os.path.exists(bms):
         sys.exit(f"{bms} not found: cargo build --release --bin bms")
 
     tmp = tempfile.mkdtemp(prefix="bms-serve-bench-")
-    x, _ = synthetic(1000, 97)
+    x = rows(1000, 97)
     bodies = {}
     for n in (1, 1000):
         path = os.path.join(tmp, f"body{n}.csv")

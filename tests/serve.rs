@@ -83,8 +83,9 @@ impl Server {
     }
 
     fn sigterm(&self) {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        // The shell's built-in `kill`: no dependency on procps.
+        let st = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status()
             .unwrap();
         assert!(st.success());
