@@ -483,6 +483,22 @@ fn invocations_errors_and_hostile_input_never_kill_the_server() {
     let r = post(s.addr, "/invocations", "application/json", &garbage);
     assert_eq!(r.status, 400);
     assert!(r.text().contains("invalid JSON"), "{}", r.text());
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+    let r = post(s.addr, "/invocations", "application/json", deep.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    let long_line = vec![b'9'; 900_000];
+    let r = post(s.addr, "/invocations", "text/csv", &long_line);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("line 1: expected 84 values"),
+        "{}",
+        r.text()
+    );
+    let nul = line.replace(',', ",\0");
+    assert_eq!(
+        post(s.addr, "/invocations", "text/csv", nul.as_bytes()).status,
+        400
+    );
     let r = post(
         s.addr,
         "/invocations",
