@@ -49,8 +49,9 @@ pub struct ServeArgs {
     #[arg(long, env = "BMS_WORKERS")]
     pub workers: Option<usize>,
 
-    /// Bodies up to this many bytes are scored on the thread that read them instead of
-    /// the worker pool (cheaper than a thread hop for a few lines).
+    /// A body up to this many bytes is scored on the thread that read it instead of the
+    /// worker pool when no other scoring request is in flight (a thread hop costs more
+    /// than scoring a few lines); 0 sends everything to the pool.
     #[arg(long, env = "BMS_INLINE_MAX_BYTES", default_value_t = 8192)]
     pub inline_max_bytes: usize,
 

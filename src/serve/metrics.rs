@@ -114,6 +114,11 @@ impl Metrics {
         self.in_flight.fetch_add(delta as u64, Ordering::Relaxed);
     }
 
+    /// Scoring requests admitted and not yet answered.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     pub fn rows_scored(&self) -> u64 {
         self.rows_scored.load(Ordering::Relaxed)
     }

@@ -8,12 +8,14 @@
 //!   from a semaphore of `max_inflight`; when none is left it is answered `429` with
 //!   `Retry-After` at once, so memory (at most `max_inflight` bodies of `max_body` bytes)
 //!   and queueing are bounded. While draining for shutdown, new requests get `503`.
-//! - **Where inference runs.** Bodies up to `inline_max_bytes` (default 8 KiB: a few
-//!   lines, tens of microseconds of parsing and tree evaluation) are parsed and scored on
-//!   the reactor thread that received them; a hop to another thread would cost more than
-//!   the work (measured in benches/RESULTS.md). Larger bodies are parsed and scored on
-//!   tokio's blocking pool, capped at `workers` threads, holding their admission permit
-//!   until the work is really done.
+//! - **Where inference runs.** A body up to `inline_max_bytes` (default 8 KiB: a few
+//!   lines, about 15 µs of parsing and tree evaluation) that is the only scoring request
+//!   in flight is parsed and scored on the reactor thread that received it: the hop to
+//!   another thread would cost more than the work (1 line, one client: 3× the
+//!   requests/s and a third of the CPU per request, benches/RESULTS.md). Everything else
+//!   (large bodies, and small ones while other scoring requests are in flight) is parsed
+//!   and scored on tokio's blocking pool, capped at `workers` threads, so the reactor
+//!   keeps serving sockets; the work holds its admission permit until it is really done.
 //! - **Timeouts.** Reading the head and the body, and answering, must each finish within
 //!   `timeout` (`408` for a slow body, `503` when scoring overruns).
 //! - **Shutdown.** SIGTERM or SIGINT stops accepting, lets every in-flight request finish
@@ -428,15 +430,16 @@ fn score(model: &Model, rows: &codec::Rows) -> Result<Vec<f32>, ApiError> {
     }
 }
 
-/// Runs `work` inline for small bodies, else on the blocking pool holding `permit`
-/// until it returns; either way within the timeout.
+/// Runs `work` inline for a small body when it is the only scoring request in flight,
+/// else on the blocking pool holding `permit` until it returns; either way within the
+/// timeout.
 async fn run_work<T: Send + 'static>(
     state: &Arc<State>,
     permit: Permit,
     body_len: usize,
     work: impl FnOnce(&Model) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    if body_len <= state.config.inline_max_bytes {
+    if body_len <= state.config.inline_max_bytes && state.metrics.in_flight() <= 1 {
         let out = work(&state.model);
         drop(permit);
         return out;
