@@ -23,6 +23,7 @@ from /proc) per request, depends least on what else runs on the machine.
 import argparse
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -213,6 +214,7 @@ def main():
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
