@@ -3,4 +3,5 @@
 
 pub mod cli;
 pub mod report;
+pub mod serve;
 pub mod store;

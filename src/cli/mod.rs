@@ -4,6 +4,7 @@ pub mod daily;
 pub mod demo;
 pub mod predict;
 pub mod report;
+pub mod serve;
 pub mod simulate;
 pub mod windows;
 
@@ -39,6 +40,9 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Simulate a fleet: frames, daily table and truth (weak cells, first alarms).
     Simulate(simulate::SimulateArgs),
+    /// Serve a model over HTTP: the SageMaker container contract (/ping, /invocations,
+    /// /execution-parameters), the online API (/v1/predict) and /metrics.
+    Serve(serve::ServeArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -49,6 +53,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Report(args) => report::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

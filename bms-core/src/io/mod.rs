@@ -169,8 +169,9 @@ pub(crate) fn write_atomic(
 }
 
 /// Parses a numeric field: decimal or scientific notation, `nan`/`NaN`/`NAN` or an empty
-/// field as NaN. Infinities are refused (no sensor reports them).
-pub(crate) fn parse_f64(field: &[u8]) -> std::result::Result<f64, String> {
+/// field as NaN. Infinities are refused (no sensor reports them). Every text input of the
+/// project (files, HTTP bodies) reads numbers through this one function.
+pub fn parse_f64(field: &[u8]) -> std::result::Result<f64, String> {
     let s = std::str::from_utf8(field).map_err(|_| "not valid UTF-8".to_owned())?;
     let t = s.trim();
     if t.is_empty() || t.eq_ignore_ascii_case("nan") {

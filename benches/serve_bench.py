@@ -1,0 +1,221 @@
+"""`bms serve` against a Flask + XGBoost server of the reference container's kind, on
+loopback, in the same run: requests/s and p50/p99 latency for 1-line and 1,000-line CSV
+bodies at a few concurrency levels.
+
+    export CARGO_TARGET_DIR=/work/target
+    cargo build --release --bin bms      # then --bms PATH if the binary is elsewhere
+    apt-get install -y wrk
+    python3 -m venv /work/venv-serve && /work/venv-serve/bin/pip install flask gunicorn xgboost==3.2.0 numpy
+    /work/venv-serve/bin/python benches/serve_bench.py [--duration 5] [--concurrency 1,8,32]
+
+Both servers load the same model (`benches/data/xgb_ref.onnx` and XGBoost's own
+`xgb_ref.json`, see make_bench_model.py) and score the same bodies (rows of
+make_bench_model.py's distribution, ~3 % `nan`, written `%.18e` like the reference Lambda's input).
+The script first checks that both answer the same probabilities (within 1e-6), then runs
+`wrk --latency` for each (server, body, concurrency) and prints a table with the ratios.
+Flask runs under gunicorn with one process per CPU (gthread workers, keep-alive), as the
+reference container does; `bms serve` uses its defaults. wrk, the servers and anything
+else on the machine share its CPUs: read the ratios, not the absolute figures. The
+last column, the servers' own CPU time (user + system, all threads and worker processes,
+from /proc) per request, depends least on what else runs on the machine.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WIDTH = 84
+
+
+def rows(n, seed):
+    """`n` rows like make_bench_model.py's: standard normal features, ~3 % NaN."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, WIDTH)).astype(np.float32)
+    x[rng.random(size=x.shape) < 0.03] = np.nan
+    return x
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "text/csv"
+local f = io.open("{path}", "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port, proc, what):
+    t = time.time()
+    while time.time() - t < 60:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{what} did not answer /ping")
+
+
+def post(port, body):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "text/csv"}
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return np.array([float(v) for v in r.read().decode().split()])
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process, its threads and its child processes."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return total
+
+
+def to_seconds(v):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", v)
+    num, unit = float(m.group(1)), m.group(2)
+    return num * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def run_wrk(port, pid, lua, conns, duration):
+    cpu0 = cpu_seconds(pid)
+    out = subprocess.run(
+        ["wrk", f"-t{min(conns, 2)}", f"-c{conns}", f"-d{duration}s", "--latency", "-s", lua,
+         f"http://127.0.0.1:{port}/invocations"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    cpu = cpu_seconds(pid) - cpu0
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if bad or errors:
+        print(f"  warning: {bad.group(0) if bad else ''} {errors.group(0) if errors else ''}")
+    return rps, to_seconds(lat["50"]), to_seconds(lat["99"]), cpu / max(n, 1)
+
+
+def fmt_lat(s):
+    return f"{s * 1e3:.2f} ms" if s >= 1e-3 else f"{s * 1e6:.0f} µs"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds; each cell reports its best round (highest req/s)")
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--workers", type=int, default=os.cpu_count(),
+                    help="gunicorn processes for the Flask server")
+    ap.add_argument("--bms", help="the bms binary (default $CARGO_TARGET_DIR/release/bms)")
+    args = ap.parse_args()
+    conc = [int(c) for c in args.concurrency.split(",")]
+
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    bms = args.bms or os.path.join(target, "release", "bms")
+    if not os.path.exists(bms):
+        sys.exit(f"{bms} not found: cargo build --release --bin bms")
+
+    tmp = tempfile.mkdtemp(prefix="bms-serve-bench-")
+    x = rows(1000, 97)
+    bodies = {}
+    for n in (1, 1000):
+        path = os.path.join(tmp, f"body{n}.csv")
+        np.savetxt(path, x[:n], fmt="%.18e", delimiter=",")
+        with open(path, "rb") as f:
+            bodies[n] = f.read()
+        with open(os.path.join(tmp, f"body{n}.lua"), "w") as f:
+            f.write(LUA.format(path=path))
+
+    servers = {}
+    procs = []
+    try:
+        for name, extra in (("bms", []), ("bms-no-inline", ["--inline-max-bytes", "0"])):
+            port = free_port()
+            p = subprocess.Popen(
+                [bms, "serve", "--model", os.path.join(HERE, "data", "xgb_ref.onnx"),
+                 "--host", "127.0.0.1", "--port", str(port), *extra],
+                stderr=subprocess.DEVNULL)
+            procs.append(p)
+            wait_ready(port, p, name)
+            servers[name] = (port, p.pid)
+        port = free_port()
+        p = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", str(args.workers),
+             "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{port}", "--chdir", HERE,
+             "--log-level", "warning", "serve_flask:app"],
+            stderr=subprocess.DEVNULL)
+        procs.append(p)
+        wait_ready(port, p, "flask")
+        servers["flask"] = (port, p.pid)
+
+        a, b = post(servers["bms"][0], bodies[1000]), post(servers["flask"][0], bodies[1000])
+        diff = float(np.max(np.abs(a - b)))
+        print(f"1,000 rows scored by both: max |bms - xgboost| = {diff:.2e}")
+        if diff > 1e-6:
+            sys.exit("the servers disagree")
+
+        print(f"wrk {args.duration} s per cell, best of {args.rounds} interleaved rounds, "
+              f"{os.cpu_count()} CPUs shared by wrk and the servers\n", flush=True)
+        cells = [(n, c, name) for n in (1, 1000) for c in conc
+                 for name in ["bms", "flask"] + (["bms-no-inline"] if n == 1 else [])]
+        results = {}
+        for _ in range(args.rounds):
+            for n, c, name in cells:
+                lua = os.path.join(tmp, f"body{n}.lua")
+                r = run_wrk(*servers[name], lua, c, args.duration)
+                if (n, c, name) not in results or r[0] > results[(n, c, name)][0]:
+                    results[(n, c, name)] = r
+        print("| body | concurrency | server | req/s | p50 | p99 | server CPU per request |")
+        print("|---|---|---|---|---|---|---|")
+        for n, c, name in cells:
+            r = results[(n, c, name)]
+            print(f"| {n} line{'s' if n > 1 else ''} | {c} | {name} | {r[0]:,.0f} | "
+                  f"{fmt_lat(r[1])} | {fmt_lat(r[2])} | {fmt_lat(r[3])} |")
+        print("\n| body | concurrency | req/s bms / flask | p99 flask / bms | CPU per request flask / bms |")
+        print("|---|---|---|---|---|")
+        for n in (1, 1000):
+            for c in conc:
+                b, f = results[(n, c, "bms")], results[(n, c, "flask")]
+                print(f"| {n} | {c} | {b[0] / f[0]:.1f}× | {f[2] / b[2]:.1f}× | {f[3] / b[3]:.1f}× |")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+//! `bms serve`: flags and environment → [`crate::serve::ServeConfig`], model discovery,
+//! the runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bms_core::model::{ContractSource, Model};
+use clap::Args;
+
+use crate::serve::{self, ServeConfig};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// ONNX model to serve. Without it, the single `.onnx` file under --model-dir.
+    #[arg(long, short, env = "BMS_MODEL")]
+    pub model: Option<PathBuf>,
+
+    /// Directory searched (two levels deep) for the model when --model is not given;
+    /// SageMaker unpacks the model archive here.
+    #[arg(long, env = "BMS_MODEL_DIR", default_value = "/opt/ml/model")]
+    pub model_dir: PathBuf,
+
+    /// Address to listen on.
+    #[arg(long, env = "BMS_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// Port to listen on; 0 picks a free port (the bound address is printed on stderr).
+    #[arg(long, env = "SAGEMAKER_BIND_TO_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Largest request body, in MiB (1–100): 6 for real-time endpoints, up to 100 for
+    /// batch transform. Also reported by /execution-parameters.
+    #[arg(long, env = "SAGEMAKER_MAX_PAYLOAD_IN_MB", default_value_t = 6,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_payload_mb: u32,
+
+    /// Seconds allowed to read a request and to answer it. Default 60, or 600 when
+    /// SAGEMAKER_BATCH=true (the limits SageMaker applies).
+    #[arg(long, env = "BMS_TIMEOUT_SECS")]
+    pub timeout_secs: Option<f64>,
+
+    /// Scoring requests handled at once; more are answered 429 Too Many Requests.
+    #[arg(long, env = "BMS_MAX_INFLIGHT", default_value_t = 64)]
+    pub max_inflight: usize,
+
+    /// Threads scoring large bodies (default: the number of CPUs).
+    #[arg(long, env = "BMS_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// A body up to this many bytes is scored on the thread that read it instead of the
+    /// worker pool when no other scoring request is in flight (a thread hop costs more
+    /// than scoring a few lines); 0 sends everything to the pool.
+    #[arg(long, env = "BMS_INLINE_MAX_BYTES", default_value_t = 8192)]
+    pub inline_max_bytes: usize,
+
+    /// Seconds to wait for in-flight requests after SIGTERM/SIGINT.
+    #[arg(long, env = "BMS_DRAIN_SECS", default_value_t = 25.0)]
+    pub drain_secs: f64,
+
+    /// Alarm threshold for /v1/predict instead of the model's.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+
+    /// Also record every prediction that has a key (/v1/predict, and /invocations lines
+    /// in the reference `VIN,Date,…` format) in DIR: `results.sqlite` (upsert by event id)
+    /// and `events.jsonl`, the stores `bms predict --out` writes. Written in batches by a
+    /// background thread; everything queued is written before a graceful exit.
+    #[arg(long, env = "BMS_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// Predictions allowed to wait for the store writer; beyond, scoring requests get 503.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub store_max_queued: usize,
+}
+
+/// The single `.onnx` file in `dir` or its subdirectories (two levels).
+fn find_model(dir: &Path) -> Result<PathBuf> {
+    fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                if depth > 0 {
+                    walk(&path, depth - 1, found)?;
+                }
+            } else if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+            {
+                found.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut found = Vec::new();
+    walk(dir, 2, &mut found).with_context(|| {
+        format!(
+            "no --model given and cannot read the model directory {}",
+            dir.display()
+        )
+    })?;
+    found.sort();
+    match found.len() {
+        1 => Ok(found.pop().expect("one")),
+        0 => anyhow::bail!("no --model given and no .onnx file under {}", dir.display()),
+        _ => anyhow::bail!(
+            "no --model given and {} .onnx files under {} ({}); name one with --model",
+            found.len(),
+            dir.display(),
+            found
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn batch_mode() -> bool {
+    std::env::var("SAGEMAKER_BATCH").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let path = match &args.model {
+        Some(m) => m.clone(),
+        None => find_model(&args.model_dir)?,
+    };
+    let model = Model::load(&path)?;
+    let contract = model.contract();
+    let threshold = args.threshold.unwrap_or(contract.threshold);
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&threshold),
+        "--threshold {threshold} is not a probability between 0 and 1"
+    );
+    let timeout = args
+        .timeout_secs
+        .unwrap_or(if batch_mode() { 600.0 } else { 60.0 });
+    anyhow::ensure!(
+        timeout > 0.0 && timeout.is_finite(),
+        "--timeout-secs {timeout} must be a positive number of seconds"
+    );
+    anyhow::ensure!(
+        args.drain_secs >= 0.0 && args.drain_secs.is_finite(),
+        "--drain-secs {} must be zero or more seconds",
+        args.drain_secs
+    );
+    anyhow::ensure!(args.max_inflight >= 1, "--max-inflight must be at least 1");
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = args.workers.unwrap_or(cpus);
+    anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+    eprintln!(
+        "bms serve: model {} from {} ({}, {} values per row, threshold {threshold})",
+        contract.model_id,
+        path.display(),
+        match contract.source {
+            ContractSource::Metadata => "contract from metadata",
+            ContractSource::Defaulted => "no bms.* metadata, reference defaults",
+        },
+        model.input_width(),
+    );
+    let config = ServeConfig {
+        host: args.host,
+        port: args.port,
+        max_body: args.max_payload_mb as usize * 1024 * 1024,
+        max_payload_mb: args.max_payload_mb,
+        timeout: Duration::from_secs_f64(timeout),
+        max_inflight: args.max_inflight,
+        workers,
+        inline_max_bytes: args.inline_max_bytes,
+        drain: Duration::from_secs_f64(args.drain_secs),
+        threshold,
+        store: args.store,
+        store_max_queued: args.store_max_queued,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus)
+        .max_blocking_threads(workers)
+        .thread_name("bms-serve")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(serve::run(Arc::new(model), config, |addr| {
+        eprintln!("bms serve: listening on http://{addr}");
+    }));
+    // Scoring abandoned by a request that timed out may still run on a worker thread.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served?;
+    eprintln!("bms serve: stopped");
+    Ok(())
+}
