@@ -47,9 +47,10 @@ enum Rows<'a> {
 impl<'a> Rows<'a> {
     fn new(a: &'a Floats2<'_>) -> Self {
         match a {
+            // `as_slice` also accepts Fortran order: only C order is rows back to back.
             Floats2::F64(a) => match a.as_slice() {
-                Ok(s) => Rows::Contiguous(s, a.shape()[1]),
-                Err(_) => Rows::F64(a.as_array()),
+                Ok(s) if a.is_c_contiguous() => Rows::Contiguous(s, a.shape()[1]),
+                _ => Rows::F64(a.as_array()),
             },
             Floats2::F32(a) => Rows::F32(a.as_array()),
         }
