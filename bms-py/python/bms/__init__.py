@@ -334,7 +334,7 @@ def frame_features(
     )
     out: "dict[str, Any]" = {}
     for name in FRAME_FEATURE_NAMES:
-        col = d[name]
+        col: Any = d[name]
         if name.endswith("_idx"):
             col = pd.array(np.where(col < 0, 0, col), dtype="Int64")
             col[np.asarray(d[name]) < 0] = pd.NA
@@ -376,8 +376,8 @@ def _list_column_pandas(col: pd.Series, what: str) -> "tuple[Any, Any]":
 
 
 def _list_column_arrow(col: Any, what: str) -> "tuple[Any, Any]":
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.compute as pc  # type: ignore[import-untyped]
 
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if arr.null_count:
