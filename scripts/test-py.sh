@@ -40,7 +40,7 @@ echo "   $BMS_BIN"
 echo "== building and installing the wheel (maturin, dev profile)"
 WHEELS="$(mktemp -d)"
 trap 'rm -rf "$WHEELS"' EXIT
-"$VENV/bin/maturin" build --quiet --locked --profile dev -m bms-py/pyproject.toml \
+"$VENV/bin/maturin" build --quiet --locked --profile dev -m bms-py/Cargo.toml \
   -i "$VENV/bin/python" -o "$WHEELS"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall \
   --no-deps "$WHEELS"/bms_py-*.whl

@@ -2,8 +2,8 @@
 //! that name the argument, and borrowing (not copying) C-contiguous data.
 
 use numpy::{
-    PyArrayDescrMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray,
-    PyUntypedArrayMethods, dtype,
+    PyArrayDescrMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray, PyUntypedArrayMethods,
+    dtype,
 };
 use pyo3::prelude::*;
 

@@ -58,7 +58,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let invalid = make_type(
         py,
         "InvalidInputError",
-        vec![base.clone().into_any(), py.get_type::<PyValueError>().into_any()],
+        vec![
+            base.clone().into_any(),
+            py.get_type::<PyValueError>().into_any(),
+        ],
         "Input data or an argument is not acceptable (wrong dtype, shape, value, a bad line of a file). Also a ValueError.",
     )?;
     let model = make_type(
@@ -70,7 +73,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let io = make_type(
         py,
         "BmsIOError",
-        vec![base.clone().into_any(), py.get_type::<PyOSError>().into_any()],
+        vec![
+            base.clone().into_any(),
+            py.get_type::<PyOSError>().into_any(),
+        ],
         "A file cannot be read or written. Also an OSError.",
     )?;
     m.add("BmsError", &base)?;

@@ -691,10 +691,17 @@ fn simulate<'py>(
     let t = PyDict::new(py);
     let truth = &out.truth;
     let date_opt = |d: Option<NaiveDate>| d.map_or(i64::MIN, day_of_date);
-    t.set_item("vin", PyList::new(py, truth.iter().map(|v| v.vin.as_str()))?)?;
+    t.set_item(
+        "vin",
+        PyList::new(py, truth.iter().map(|v| v.vin.as_str()))?,
+    )?;
     t.set_item(
         "weak",
-        truth.iter().map(|v| v.weak).collect::<Vec<_>>().into_pyarray(py),
+        truth
+            .iter()
+            .map(|v| v.weak)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
     )?;
     t.set_item(
         "weak_cell",
@@ -714,7 +721,10 @@ fn simulate<'py>(
         )?,
     )?;
     for (name, f) in [
-        ("onset_date", (|v: &bms_core::VehicleTruth| v.onset_date) as fn(&_) -> _),
+        (
+            "onset_date",
+            (|v: &bms_core::VehicleTruth| v.onset_date) as fn(&_) -> _,
+        ),
         ("first_alarm_date", |v| v.first_alarm_date),
         ("repair_date", |v| v.repair_date),
     ] {
@@ -901,15 +911,24 @@ fn _bms(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FRAME_FEATURE_NAMES", FRAME_FEATURE_NAMES.to_vec())?;
     m.add(
         "DAILY_COLUMNS",
-        DailyColumn::ALL.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        DailyColumn::ALL
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>(),
     )?;
     m.add(
         "REFERENCE_COLUMNS",
-        REFERENCE_COLUMNS.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        REFERENCE_COLUMNS
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>(),
     )?;
     m.add(
         "EXTENDED_COLUMNS",
-        EXTENDED_COLUMNS.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        EXTENDED_COLUMNS
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>(),
     )?;
     m.add_function(wrap_pyfunction!(frame_features, m)?)?;
     m.add_function(wrap_pyfunction!(daily, m)?)?;
