@@ -78,15 +78,15 @@ pub fn array1<'py, T: numpy::Element>(
             describe(&a)
         )));
     }
-    if let Some(n) = len {
-        if a.len() != n {
-            return Err(invalid(format!(
-                "{what}: expected {n} values (one per row), got {}",
-                a.len()
-            )));
-        }
+    if let Some(n) = len
+        && a.len() != n
+    {
+        return Err(invalid(format!(
+            "{what}: expected {n} values (one per row), got {}",
+            a.len()
+        )));
     }
-    Ok(obj.extract::<PyReadonlyArray1<'py, T>>()?)
+    obj.extract::<PyReadonlyArray1<'py, T>>()
 }
 
 /// A 1-D array as a contiguous slice: borrowed when contiguous, copied otherwise.

@@ -148,7 +148,9 @@ fn table_to_py<'py>(py: Python<'py>, table: &DailyTable) -> PyResult<Bound<'py, 
     let mut vins: Vec<&str> = Vec::new();
     let mut codes = Vec::with_capacity(n);
     let mut days = Vec::with_capacity(n);
-    let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(n); DailyColumn::ALL.len()];
+    let mut cols: Vec<Vec<f64>> = (0..DailyColumn::ALL.len())
+        .map(|_| Vec::with_capacity(n))
+        .collect();
     let mut label = Vec::with_capacity(n);
     let mut lookup: HashMap<&str, i64> = HashMap::new();
     for r in &table.rows {
@@ -241,7 +243,7 @@ fn frame_features<'py>(
     let cell_rows = Rows::new(&cells);
     let temp_rows = Rows::new(&temps);
     let result = py.detach(|| -> Result<_, BmsError> {
-        let mut f64s: Vec<Vec<f64>> = vec![Vec::with_capacity(n); 11];
+        let mut f64s: Vec<Vec<f64>> = (0..11).map(|_| Vec::with_capacity(n)).collect();
         let mut idx: [Vec<i64>; 2] = [Vec::with_capacity(n), Vec::with_capacity(n)];
         let mut alarm = Vec::with_capacity(n);
         let (mut cb, mut tb) = (Vec::new(), Vec::new());
