@@ -57,3 +57,17 @@ def test_short_vehicles_and_empty_tables_give_no_windows(sim_small):
     assert x.shape == (0, 84) and y.shape == (0,) and len(keys) == 0
     x, y, keys = bms.windows(sim_small.daily.head(0))
     assert x.shape == (0, 84) and len(keys) == 0
+
+
+def test_empty_frames_and_arrow_daily():
+    import pyarrow as pa
+    from conftest import FRAMES_SMALL
+    frames = pd.read_csv(FRAMES_SMALL)
+    empty = bms.daily(frames.head(0))
+    assert len(empty) == 0 and list(empty.columns) == bms.DAILY_FRAME_COLUMNS
+    d = bms.daily(frames)
+    x, y, keys = bms.windows(pa.Table.from_pandas(d))
+    wx, wy, wkeys = bms.windows(d)
+    assert len(x) > 0
+    np.testing.assert_array_equal(x, wx)
+    pd.testing.assert_frame_equal(keys, wkeys)
