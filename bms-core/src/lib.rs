@@ -28,5 +28,6 @@ pub use model::{ContractSource, Model, ModelContract};
 pub use ocv::{Chemistry, OcvCurve};
 pub use simulate::{SimConfig, SimOutput, VehicleTruth, simulate_daily};
 pub use window::{
-    ColumnWindows, DailyColumns, WindowBatch, WindowKey, WindowSpec, windows, windows_of_columns,
+    ColumnPlan, ColumnWindows, DailyColumns, WindowBatch, WindowKey, WindowSpec, windows,
+    windows_of_columns,
 };

@@ -337,11 +337,11 @@ proptest! {
     }
 }
 
+/// A table as columns: VINs, vehicle index, day number, feature columns, labels.
+type Columns = (Vec<String>, Vec<u32>, Vec<i64>, Vec<Vec<f64>>, Vec<f64>);
+
 /// The table as columns, VINs numbered by first appearance.
-fn columns_of(
-    t: &DailyTable,
-    s: &WindowSpec,
-) -> (Vec<String>, Vec<u32>, Vec<i64>, Vec<Vec<f64>>, Vec<f64>) {
+fn columns_of(t: &DailyTable, s: &WindowSpec) -> Columns {
     let mut vins: Vec<String> = vec![];
     let mut vehicle = vec![];
     for r in &t.rows {

@@ -16,18 +16,18 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use ndarray::{Array2, ArrayView2};
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use bms_core::daily::{DailyColumn, EXTENDED_COLUMNS, REFERENCE_COLUMNS, date_of_day, day_of_date};
+use bms_core::daily::{DailyColumn, EXTENDED_COLUMNS, REFERENCE_COLUMNS, day_of_date};
 use bms_core::features::FRAME_FEATURE_NAMES;
 use bms_core::io::batch_csv::BatchOptions;
 use bms_core::io::{ReadMode, Reject};
 use bms_core::simulate::for_each_frame;
 use bms_core::{
-    BmsError, Chemistry, ContractSource, DailyConfig, DailyRow, DailyTable, FeatureConfig,
-    FrameRef, Frames, Model, OcvCurve, SimConfig, UtcOffset, WindowSpec,
+    BmsError, Chemistry, ColumnPlan, ContractSource, DailyColumns, DailyConfig, DailyTable,
+    FeatureConfig, FrameRef, Frames, Model, OcvCurve, SimConfig, UtcOffset, WindowSpec,
 };
 
 use arrays::{Floats2, array1, floats2, slice1};
@@ -487,58 +487,37 @@ fn windows<'py>(
     let days = slice1(&days);
     let cols: Vec<Cow<'_, [f64]>> = cols.iter().map(slice1).collect();
     let labels = labels.as_ref().map(slice1);
-    let (min_day, max_day) = (
-        day_of_date(NaiveDate::MIN) + 1,
-        day_of_date(NaiveDate::MAX) - 1,
-    );
-    if let Some((i, d)) = days
-        .iter()
-        .enumerate()
-        .find(|&(_, &d)| d < min_day || d > max_day)
-    {
-        return Err(invalid(format!(
-            "Date: row {} is day {d} since 1970-01-01, outside the supported calendar",
-            i + 1
-        )));
-    }
-    let result = py.detach(|| {
-        let mut rows = Vec::with_capacity(n);
-        for i in 0..n {
-            let mut values = [f64::NAN; DailyColumn::ALL.len()];
-            for (c, col) in spec.features.iter().zip(&cols) {
-                values[c.index()] = col[i];
-            }
-            rows.push(DailyRow {
-                vin: vins[codes[i] as usize].clone(),
-                date: date_of_day(days[i]).expect("checked above"),
-                values,
-                label: labels.as_ref().map_or(f64::NAN, |l| l[i]),
-            });
-        }
-        let table = DailyTable { rows };
-        let batch = bms_core::windows(&table, &spec)?;
-        let lookup: HashMap<&str, i64> = vins
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.as_str(), i as i64))
-            .collect();
-        let mut key_codes = Vec::with_capacity(batch.len());
-        let mut key_days = Vec::with_capacity(batch.len());
-        let mut prev: Option<(&str, i64)> = None;
-        for k in &batch.keys {
-            let code = match prev {
-                Some((v, c)) if v == k.vin => c,
-                _ => lookup[k.vin.as_str()],
-            };
-            prev = Some((k.vin.as_str(), code));
-            key_codes.push(code);
-            key_days.push(day_of_date(k.date));
-        }
-        Ok::<_, BmsError>((batch.x, batch.y, key_codes, key_days))
-    });
-    let (x, y, kc, kd) = result.map_err(to_py)?;
+    let vehicle: Vec<u32> = codes.iter().map(|&c| c as u32).collect();
+    let features: Vec<&[f64]> = cols.iter().map(|c| &c[..]).collect();
+    let table = DailyColumns {
+        vins: &vins,
+        vehicle: &vehicle,
+        day: &days,
+        features: &features,
+        label: labels.as_deref(),
+    };
+    let plan = py
+        .detach(|| ColumnPlan::new(&table, &spec))
+        .map_err(to_py)?;
+    let n = plan.len();
+    // The output is numpy's own allocation (huge pages for large arrays: page faults
+    // dominate writing a fresh 100 MB buffer otherwise), filled without the lock.
+    // SAFETY: `plan.write` writes every element (it checks the buffer length).
+    let x = unsafe { PyArray2::<f32>::new(py, [n, spec.width()], false) };
+    let (y, kc, kd) = {
+        let mut xw = x.readwrite();
+        let xs = xw.as_slice_mut().expect("a new array is contiguous");
+        py.detach(|| {
+            let mut y = vec![0f32; n];
+            let mut vehicle = vec![0u32; n];
+            let mut day = vec![0i64; n];
+            plan.write(xs, &mut y, &mut vehicle, &mut day);
+            let codes: Vec<i64> = vehicle.iter().map(|&v| i64::from(v)).collect();
+            (y, codes, day)
+        })
+    };
     Ok((
-        PyArray2::from_owned_array(py, x),
+        x,
         y.into_pyarray(py),
         kc.into_pyarray(py),
         kd.into_pyarray(py),
