@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 ./scripts/ensure-chromium.sh   # headless Chromium for tests/report.rs (skips cleanly without it)
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+./scripts/test-py.sh

@@ -27,4 +27,7 @@ pub use frame::{Frame, FrameRef, Frames};
 pub use model::{ContractSource, Model, ModelContract};
 pub use ocv::{Chemistry, OcvCurve};
 pub use simulate::{SimConfig, SimOutput, VehicleTruth, simulate_daily};
-pub use window::{WindowBatch, WindowKey, WindowSpec, windows};
+pub use window::{
+    ColumnPlan, ColumnWindows, DailyColumns, WindowBatch, WindowKey, WindowSpec, windows,
+    windows_of_columns,
+};

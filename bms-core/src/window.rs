@@ -278,3 +278,227 @@ fn cut(vehicles: &[DenseVehicle<'_>], spec: &WindowSpec) -> WindowBatch {
         keys,
     }
 }
+
+/// A daily table held as columns, the layout of the Python and C surfaces: row `i` is
+/// vehicle `vehicle[i]` (an index into `vins`) on day `day[i]` (days since 1970-01-01,
+/// see [`day_of_date`]), `features[k][i]` is the value of the spec's k-th feature and
+/// `label[i]` the row's label (none: every label NaN).
+#[derive(Debug, Clone, Copy)]
+pub struct DailyColumns<'a> {
+    pub vins: &'a [String],
+    pub vehicle: &'a [u32],
+    pub day: &'a [i64],
+    pub features: &'a [&'a [f64]],
+    pub label: Option<&'a [f64]>,
+}
+
+/// Windows of a [`DailyColumns`] table, keyed by (vehicle index, day number).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnWindows {
+    pub x: Array2<f32>,
+    pub y: Array1<f32>,
+    pub vehicle: Vec<u32>,
+    pub day: Vec<i64>,
+}
+
+/// [`windows`] of a table held as columns, without a string per row: the same windows,
+/// labels and errors, with vehicles in `vins` order (a caller numbering VINs by first
+/// appearance gets [`windows`]' order) and rows of a vehicle in any order.
+pub fn windows_of_columns(t: &DailyColumns<'_>, spec: &WindowSpec) -> Result<ColumnWindows> {
+    let plan = ColumnPlan::new(t, spec)?;
+    let n = plan.len();
+    let mut x = vec![0f32; n * spec.width()];
+    let mut y = vec![0f32; n];
+    let mut vehicle = vec![0u32; n];
+    let mut day = vec![0i64; n];
+    plan.write(&mut x, &mut y, &mut vehicle, &mut day);
+    Ok(ColumnWindows {
+        x: Array2::from_shape_vec((n, spec.width()), x).expect("n × width values"),
+        y: Array1::from(y),
+        vehicle,
+        day,
+    })
+}
+
+/// [`windows_of_columns`] in two steps, so that a caller can allocate the output itself
+/// (numpy, for instance, asks the kernel for huge pages): [`ColumnPlan::new`] checks the
+/// table and counts the windows, [`ColumnPlan::write`] fills caller buffers.
+#[derive(Debug, Clone)]
+pub struct ColumnPlan<'a> {
+    t: DailyColumns<'a>,
+    spec: &'a WindowSpec,
+    /// Row indices grouped by vehicle, each group sorted by day.
+    order: Vec<u32>,
+    /// Vehicle `v`'s rows are `order[start[v]..start[v + 1]]`.
+    start: Vec<usize>,
+    /// (first day, dense days) per vehicle.
+    spans: Vec<(i64, usize)>,
+    total: usize,
+}
+
+impl<'a> ColumnPlan<'a> {
+    /// Checks the table (shapes, vehicle indices, calendar, duplicate days) and counts the
+    /// windows.
+    pub fn new(t: &DailyColumns<'a>, spec: &'a WindowSpec) -> Result<Self> {
+        spec.validate()?;
+        let t = *t;
+        let n = t.vehicle.len();
+        let nf = spec.features.len();
+        let shape = |what: &str, expected: usize, found: usize| BmsError::Shape {
+            what: what.into(),
+            expected,
+            found,
+        };
+        if t.features.len() != nf {
+            return Err(shape(
+                "feature columns (one per feature of the window spec)",
+                nf,
+                t.features.len(),
+            ));
+        }
+        if t.day.len() != n {
+            return Err(shape("day column length", n, t.day.len()));
+        }
+        if let Some(f) = t.features.iter().find(|f| f.len() != n) {
+            return Err(shape("feature column length", n, f.len()));
+        }
+        if let Some(l) = t.label.filter(|l| l.len() != n) {
+            return Err(shape("label column length", n, l.len()));
+        }
+        // Rows grouped by vehicle (a counting sort), table order kept within a vehicle.
+        let nv = t.vins.len();
+        let mut start = vec![0usize; nv + 1];
+        for (i, &v) in t.vehicle.iter().enumerate() {
+            if v as usize >= nv {
+                return Err(BmsError::invalid(
+                    "daily table",
+                    format!("row {}: vehicle index {v}, but there are {nv} VINs", i + 1),
+                ));
+            }
+            start[v as usize + 1] += 1;
+        }
+        for v in 0..nv {
+            start[v + 1] += start[v];
+        }
+        let mut next = start.clone();
+        let mut order = vec![0u32; n];
+        for (i, &v) in t.vehicle.iter().enumerate() {
+            order[next[v as usize]] = i as u32;
+            next[v as usize] += 1;
+        }
+        let (min_day, max_day) = (
+            day_of_date(NaiveDate::MIN) + 1,
+            day_of_date(NaiveDate::MAX) - 1,
+        );
+        let day = |r: u32| t.day[r as usize];
+        let mut spans = Vec::with_capacity(nv);
+        let mut total = 0usize;
+        for v in 0..nv {
+            let rows = &mut order[start[v]..start[v + 1]];
+            if rows.is_empty() {
+                spans.push((0, 0));
+                continue;
+            }
+            if !rows.is_sorted_by_key(|&r| day(r)) {
+                rows.sort_by_key(|&r| day(r));
+            }
+            let (first, last) = (day(rows[0]), day(rows[rows.len() - 1]));
+            if first < min_day || last > max_day {
+                let bad = if first < min_day { first } else { last };
+                return Err(BmsError::invalid(
+                    "daily table",
+                    format!(
+                        "VIN {}: day {bad} since 1970-01-01 is outside the supported calendar",
+                        t.vins[v]
+                    ),
+                ));
+            }
+            if let Some(w) = rows.windows(2).find(|w| day(w[0]) == day(w[1])) {
+                return Err(BmsError::DuplicateDay {
+                    file: None,
+                    vin: t.vins[v].clone(),
+                    date: date_of_day(day(w[0]))
+                        .expect("inside the calendar")
+                        .to_string(),
+                    first_line: u64::from(w[0]) + 1,
+                    second_line: u64::from(w[1]) + 1,
+                });
+            }
+            let days = (last - first + 1) as usize;
+            total += positions(days, spec).len();
+            spans.push((first, days));
+        }
+        Ok(ColumnPlan {
+            t,
+            spec,
+            order,
+            start,
+            spans,
+            total,
+        })
+    }
+
+    /// Number of windows.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Writes the windows: `x` is `[len(), spec.width()]` row-major, `y`, `vehicle` and
+    /// `day` have `len()` elements. Panics if a buffer has another length.
+    pub fn write(&self, x: &mut [f32], y: &mut [f32], vehicle: &mut [u32], day: &mut [i64]) {
+        let (t, spec) = (&self.t, self.spec);
+        let nf = spec.features.len();
+        let width = spec.width();
+        assert!(
+            x.len() == self.total * width
+                && y.len() == self.total
+                && vehicle.len() == self.total
+                && day.len() == self.total,
+            "output buffers must hold {} windows",
+            self.total
+        );
+        let fill = spec.fill as f32;
+        let mut dense: Vec<f32> = Vec::new();
+        let mut prefix: Vec<u32> = Vec::new();
+        let mut k = 0;
+        for (v, &(first, days)) in self.spans.iter().enumerate() {
+            let pos = positions(days, spec);
+            if pos.is_empty() {
+                continue;
+            }
+            dense.clear();
+            dense.resize(days * nf, fill);
+            prefix.clear();
+            prefix.resize(days + 1, 0);
+            for &r in &self.order[self.start[v]..self.start[v + 1]] {
+                let r = r as usize;
+                let d = (t.day[r] - first) as usize;
+                for (o, col) in dense[d * nf..(d + 1) * nf].iter_mut().zip(t.features) {
+                    let value = col[r];
+                    if !value.is_nan() {
+                        *o = value as f32;
+                    }
+                }
+                if t.label.is_some_and(|l| l[r] == 1.0) {
+                    prefix[d + 1] = 1;
+                }
+            }
+            for d in 0..days {
+                prefix[d + 1] += prefix[d];
+            }
+            for i in pos {
+                x[k * width..(k + 1) * width]
+                    .copy_from_slice(&dense[(i - spec.context) * nf..i * nf]);
+                let end = (i + spec.horizon).min(days);
+                y[k] = if prefix[end] > prefix[i] { 1.0 } else { 0.0 };
+                vehicle[k] = v as u32;
+                day[k] = first + i as i64;
+                k += 1;
+            }
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! notebook's loop on random sorted dense tables.
 
 use bms_core::daily::{DailyColumn, DailyRow, DailyTable, N_DAILY_COLUMNS, REFERENCE_COLUMNS};
-use bms_core::{BmsError, WindowSpec, windows};
+use bms_core::{BmsError, ColumnWindows, DailyColumns, WindowSpec, windows, windows_of_columns};
 use chrono::{Days, NaiveDate};
 use proptest::prelude::*;
 
@@ -335,4 +335,134 @@ proptest! {
         b.sort_by(|p, q| (&p.0, p.1).cmp(&(&q.0, q.1)));
         prop_assert_eq!(a, b);
     }
+}
+
+/// A table as columns: VINs, vehicle index, day number, feature columns, labels.
+type Columns = (Vec<String>, Vec<u32>, Vec<i64>, Vec<Vec<f64>>, Vec<f64>);
+
+/// The table as columns, VINs numbered by first appearance.
+fn columns_of(t: &DailyTable, s: &WindowSpec) -> Columns {
+    let mut vins: Vec<String> = vec![];
+    let mut vehicle = vec![];
+    for r in &t.rows {
+        let v = match vins.iter().position(|v| *v == r.vin) {
+            Some(v) => v,
+            None => {
+                vins.push(r.vin.clone());
+                vins.len() - 1
+            }
+        };
+        vehicle.push(v as u32);
+    }
+    let day = t
+        .rows
+        .iter()
+        .map(|r| bms_core::daily::day_of_date(r.date))
+        .collect();
+    let features = s
+        .features
+        .iter()
+        .map(|c| t.rows.iter().map(|r| r.get(*c)).collect())
+        .collect();
+    let label = t.rows.iter().map(|r| r.label).collect();
+    (vins, vehicle, day, features, label)
+}
+
+fn column_windows(t: &DailyTable, s: &WindowSpec) -> bms_core::Result<ColumnWindows> {
+    let (vins, vehicle, day, features, label) = columns_of(t, s);
+    let cols: Vec<&[f64]> = features.iter().map(Vec::as_slice).collect();
+    windows_of_columns(
+        &DailyColumns {
+            vins: &vins,
+            vehicle: &vehicle,
+            day: &day,
+            features: &cols,
+            label: Some(&label),
+        },
+        s,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The columnar path gives `windows`' answer on tables in any row order with gaps.
+    #[test]
+    fn columns_equal_rows(
+        (rows, keep) in arb_table().prop_flat_map(|t| {
+            let n = t.rows.len();
+            (Just(t.rows).prop_shuffle(), prop::collection::vec(prop::bool::weighted(0.8), n))
+        }),
+        s in arb_spec(),
+    ) {
+        let rows: Vec<DailyRow> = rows.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| r.clone()).collect();
+        let t = DailyTable { rows };
+        let want = windows(&t, &s).unwrap();
+        let got = column_windows(&t, &s).unwrap();
+        prop_assert_eq!(&got.x, &want.x);
+        prop_assert_eq!(&got.y, &want.y);
+        let (vins, ..) = columns_of(&t, &s);
+        let keys: Vec<(String, NaiveDate)> = got
+            .vehicle
+            .iter()
+            .zip(&got.day)
+            .map(|(&v, &d)| (vins[v as usize].clone(), bms_core::daily::date_of_day(d).unwrap()))
+            .collect();
+        let want_keys: Vec<(String, NaiveDate)> = want.keys.iter().map(|k| (k.vin.clone(), k.date)).collect();
+        prop_assert_eq!(keys, want_keys);
+    }
+}
+
+#[test]
+fn columns_report_duplicates_and_bad_shapes_like_rows() {
+    let t = DailyTable {
+        rows: vec![
+            row("A", "2024-01-01", 1.0, 0.0),
+            row("B", "2024-01-01", 1.0, 0.0),
+            row("A", "2024-01-02", 1.0, 0.0),
+            row("A", "2024-01-01", 2.0, 0.0),
+        ],
+    };
+    let s = spec(1, 1);
+    let want = windows(&t, &s).unwrap_err().to_string();
+    let got = column_windows(&t, &s).unwrap_err().to_string();
+    assert_eq!(got, want);
+    assert!(got.contains("lines 1 and 4"), "{got}");
+    let vins = vec!["A".to_string()];
+    let one = [1.0];
+    let bad = windows_of_columns(
+        &DailyColumns {
+            vins: &vins,
+            vehicle: &[0],
+            day: &[19_723],
+            features: &[&one],
+            label: None,
+        },
+        &s,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            bad,
+            BmsError::Shape {
+                expected: 6,
+                found: 1,
+                ..
+            }
+        ),
+        "{bad}"
+    );
+    let six: [&[f64]; 6] = [&one; 6];
+    let bad = windows_of_columns(
+        &DailyColumns {
+            vins: &vins,
+            vehicle: &[1],
+            day: &[19_723],
+            features: &six,
+            label: None,
+        },
+        &s,
+    )
+    .unwrap_err();
+    assert!(bad.to_string().contains("row 1: vehicle index 1"), "{bad}");
 }

@@ -1,0 +1,774 @@
+"""bms: battery consistency-alarm prediction with the same code as production.
+
+Every function here runs the Rust core (``bms-core``) that the ``bms`` command line, the
+server and the C library use, so a notebook gets bit-for-bit the same frame features, daily
+table, windows and model scores as the batch job and the vehicle::
+
+    import bms
+    sim = bms.simulate(vehicles=20, days=90, seed=1)
+    X, y, keys = bms.windows(sim.daily)
+    model = bms.Model("models/consistency-ref14x6.onnx")
+    scores = model.predict_daily(sim.daily)
+
+Data layouts follow SPEC.md: frames (§2) as a pandas DataFrame or pyarrow Table with wide
+``cell_v_1..N``/``temp_1..M`` columns or list columns ``cell_voltages``/``temperatures``;
+the daily table (§4) as a DataFrame with ``VIN``, ``Date``, the six reference columns,
+``Label`` and the extended columns; windows (§5) as float32 arrays.
+
+Errors: :class:`BmsError` is the base; :class:`InvalidInputError` (also a ``ValueError``)
+for bad data or arguments, :class:`ModelError` for models, :class:`BmsIOError` (also an
+``OSError``) for files that cannot be read. Messages name the file, line, column and value.
+The interpreter lock is released while the core computes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+from typing import Any, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from . import _bms
+from ._bms import (
+    DAILY_COLUMNS,
+    EXTENDED_COLUMNS,
+    FRAME_FEATURE_NAMES,
+    REFERENCE_COLUMNS,
+    BmsError,
+    BmsIOError,
+    InvalidInputError,
+    ModelError,
+    __version__,
+)
+
+__all__ = [
+    "BatchFile",
+    "BmsError",
+    "BmsIOError",
+    "DAILY_COLUMNS",
+    "EXTENDED_COLUMNS",
+    "FRAME_FEATURE_NAMES",
+    "InvalidInputError",
+    "Model",
+    "ModelError",
+    "REFERENCE_COLUMNS",
+    "Simulation",
+    "__version__",
+    "daily",
+    "frame_features",
+    "read_batch_csv",
+    "read_daily_csv",
+    "simulate",
+    "windows",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+"""A file path."""
+
+OcvSpec = Union[str, "np.ndarray[Any, Any]", Sequence[Sequence[float]], pd.DataFrame]
+"""An OCV curve: ``"nmc"``, ``"lfp"`` or a table of (soc %, volts) points."""
+
+# Column order of a daily DataFrame: the reference file's header, then the extended columns.
+DAILY_FRAME_COLUMNS = ["VIN", "Date", *REFERENCE_COLUMNS, "Label", *EXTENDED_COLUMNS]
+
+_EPOCH = np.datetime64("1970-01-01", "D")
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+
+
+def _float2(x: Any, what: str) -> Any:
+    """A 2-D array for the core: numpy arrays pass through (the core checks the dtype and
+    borrows C-contiguous float32/float64 data); DataFrames and nested lists are converted."""
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, pd.DataFrame):
+        x = x.to_numpy()
+        if x.dtype not in (np.float32, np.float64):
+            x = _as_float(x, what)
+        return x
+    return _as_float(x, what)
+
+
+def _as_float(x: Any, what: str) -> "np.ndarray[Any, Any]":
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"{what}: not numeric ({e})") from None
+
+
+def _float_col(values: Any, what: str) -> "np.ndarray[Any, Any]":
+    """A 1-D float64 column (NaN for missing), with an error naming the column and row."""
+    if isinstance(values, pd.Series):
+        if pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
+            return np.ascontiguousarray(values.to_numpy(dtype=np.float64, na_value=np.nan))
+        values = values.to_numpy(dtype=object)
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fiub":
+        return np.ascontiguousarray(arr, dtype=np.float64)
+    out = np.empty(len(arr), dtype=np.float64)
+    for i, v in enumerate(arr):
+        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+            out[i] = np.nan
+            continue
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"row {i + 1}, column {what}: {v!r} is not a number") from None
+    return out
+
+
+def _vin_codes(values: Any) -> "tuple[list[str], np.ndarray[Any, Any]]":
+    codes, uniques = pd.factorize(values, sort=False)
+    return [str(v) for v in uniques], np.ascontiguousarray(codes, dtype=np.int64)
+
+
+def _days(values: Any, what: str) -> "np.ndarray[Any, Any]":
+    """Dates (datetime64, date objects or ISO strings) as days since 1970-01-01."""
+    try:
+        if isinstance(values, pd.Series) and pd.api.types.is_datetime64_any_dtype(values.dtype):
+            dt = values
+        else:
+            dt = pd.to_datetime(values, format="ISO8601") if len(values) else pd.Series(
+                [], dtype="datetime64[ns]"
+            )
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"column {what}: not a date ({e})") from None
+    dt = pd.Series(dt)
+    if getattr(dt.dt, "tz", None) is not None:
+        dt = dt.dt.tz_localize(None)
+    if dt.isna().any():
+        row = int(np.flatnonzero(dt.isna().to_numpy())[0]) + 1
+        raise InvalidInputError(f"row {row}, column {what}: missing date")
+    return np.ascontiguousarray(
+        dt.to_numpy().astype("datetime64[D]").astype(np.int64), dtype=np.int64
+    )
+
+
+def _dates(days: "np.ndarray[Any, Any]") -> "np.ndarray[Any, Any]":
+    return (_EPOCH + days.astype("timedelta64[D]")).astype("datetime64[ns]")
+
+
+def _timestamps_ms(values: pd.Series) -> "np.ndarray[Any, Any]":
+    """Frame timestamps as ms since the epoch: integers are taken as ms; datetimes (naive =
+    UTC) and RFC 3339 strings are converted."""
+    if pd.api.types.is_integer_dtype(values.dtype):
+        if values.isna().any():
+            row = int(np.flatnonzero(values.isna().to_numpy())[0]) + 1
+            raise InvalidInputError(f"row {row}, column timestamp: missing timestamp")
+        return np.ascontiguousarray(values.to_numpy(dtype=np.int64))
+    if pd.api.types.is_float_dtype(values.dtype):
+        arr = values.to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(arr) | (arr != np.floor(arr))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0]) + 1
+            raise InvalidInputError(
+                f"row {row}, column timestamp: {arr[row - 1]!r} is not a whole number of ms"
+            )
+        return arr.astype(np.int64)
+    try:
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            dt = values
+        else:
+            dt = pd.to_datetime(values, utc=True, format="ISO8601")
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"column timestamp: not a timestamp ({e})") from None
+    if getattr(dt.dt, "tz", None) is not None:
+        dt = dt.dt.tz_convert("UTC").dt.tz_localize(None)
+    if dt.isna().any():
+        row = int(np.flatnonzero(dt.isna().to_numpy())[0]) + 1
+        raise InvalidInputError(f"row {row}, column timestamp: missing timestamp")
+    return np.ascontiguousarray(dt.to_numpy().astype("datetime64[ms]").astype(np.int64))
+
+
+def _alarm_flags(values: Any) -> "np.ndarray[Any, Any]":
+    """Alarm flags as int64, -1 where absent; accepts integers, floats with NaN and strings
+    (decimal or 0x hex)."""
+    if isinstance(values, pd.Series) and pd.api.types.is_integer_dtype(values.dtype):
+        if not values.isna().any():
+            arr = values.to_numpy(dtype=np.int64)
+            _check_flags(arr)
+            return np.ascontiguousarray(arr)
+    arr = np.asarray(values, dtype=object)
+    out = np.empty(len(arr), dtype=np.int64)
+    for i, v in enumerate(arr):
+        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or v == "":
+            out[i] = -1
+            continue
+        try:
+            if isinstance(v, str):
+                iv = int(v.strip(), 0)
+            else:
+                fv = float(v)
+                if fv != np.floor(fv):
+                    raise ValueError
+                iv = int(fv)
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                f"row {i + 1}, column alarm_flags: {v!r} is not a whole number"
+            ) from None
+        if not 0 <= iv <= 0xFFFFFFFF:
+            raise InvalidInputError(
+                f"row {i + 1}, column alarm_flags: {v!r} is not a 32-bit flag set"
+            )
+        out[i] = iv
+    return out
+
+
+def _check_flags(arr: "np.ndarray[Any, Any]") -> None:
+    bad = (arr < 0) | (arr > 0xFFFFFFFF)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0]) + 1
+        raise InvalidInputError(
+            f"row {row}, column alarm_flags: {arr[row - 1]} is not a 32-bit flag set"
+        )
+
+
+def _ocv(ocv: OcvSpec) -> Any:
+    if isinstance(ocv, str):
+        return ocv
+    if isinstance(ocv, pd.DataFrame):
+        ocv = ocv.to_numpy()
+    return np.ascontiguousarray(_as_float(ocv, "ocv table"))
+
+
+def _utc_offset_seconds(utc_offset: Union[None, str, int, _dt.timedelta]) -> int:
+    if utc_offset is None:
+        return 0
+    if isinstance(utc_offset, _dt.timedelta):
+        s = utc_offset.total_seconds()
+        if s != int(s):
+            raise InvalidInputError(f"invalid UTC offset: {utc_offset} is not whole seconds")
+        return int(s)
+    if isinstance(utc_offset, (int, np.integer)) and not isinstance(utc_offset, bool):
+        return int(utc_offset)
+    if isinstance(utc_offset, str):
+        m = re.fullmatch(r"\s*(?:UTC|Z)?\s*([+-])(\d{1,2})(?::?(\d{2}))?\s*", utc_offset)
+        if utc_offset.strip() in ("Z", "UTC", "+00:00"):
+            return 0
+        if m:
+            sign = -1 if m.group(1) == "-" else 1
+            return sign * (int(m.group(2)) * 3600 + int(m.group(3) or 0) * 60)
+    raise InvalidInputError(
+        f"invalid UTC offset: {utc_offset!r} (expected '+08:00', a timedelta or seconds)"
+    )
+
+
+def _daily_frame(d: "dict[str, Any]") -> pd.DataFrame:
+    vins = np.asarray(d["vins"], dtype=object)
+    cols: "dict[str, Any]" = {
+        "VIN": vins[d["codes"]] if len(vins) else np.array([], dtype=object),
+        "Date": _dates(d["days"]),
+    }
+    for c in REFERENCE_COLUMNS:
+        cols[c] = d[c]
+    cols["Label"] = d["Label"]
+    for c in EXTENDED_COLUMNS:
+        cols[c] = d[c]
+    return pd.DataFrame(cols, columns=DAILY_FRAME_COLUMNS)
+
+
+def _keys_frame(vins: "list[str]", codes: Any, days: Any) -> pd.DataFrame:
+    v = np.asarray(vins, dtype=object)
+    return pd.DataFrame(
+        {
+            "vin": v[codes] if len(v) else np.array([], dtype=object),
+            "date": _dates(days),
+        }
+    )
+
+
+def _rejects_frame(r: "dict[str, Any]") -> pd.DataFrame:
+    return pd.DataFrame({"line": r["line"], "reason": pd.Series(r["reason"], dtype=object)})
+
+
+# --------------------------------------------------------------------------------------
+# Frame features
+
+
+def frame_features(
+    cell_voltages: Any,
+    temperatures: Any,
+    *,
+    soc: Any = None,
+    pack_current: Any = None,
+    alarm_flags: Any = None,
+    ocv: OcvSpec = "nmc",
+    alarm_spread_v: float = 0.10,
+) -> pd.DataFrame:
+    """Frame features (SPEC §3) of every frame.
+
+    Args:
+        cell_voltages: ``[frames, cells]`` volts, float32 or float64 (C-contiguous float64
+            is borrowed, not copied); NaN marks an invalid reading.
+        temperatures: ``[frames, probes]`` °C.
+        soc: BMS pack SOC per frame (%), for ``soc_bias``; NaN bias without it.
+        pack_current: pack current per frame; checked for length, not used by the SPEC §3
+            features (accepted so a frame's columns can be passed as they are).
+        alarm_flags: GB/T 32960 general alarm flags per frame (missing = absent): when
+            present, ``consistency_alarm`` is bit 10; otherwise the spread rule decides.
+        ocv: ``"nmc"``, ``"lfp"`` or a ``[k, 2]`` table of (soc %, volts) points.
+        alarm_spread_v: the rule's spread threshold (V).
+
+    Returns:
+        A DataFrame with the columns of :data:`FRAME_FEATURE_NAMES`; the index columns are
+        nullable integers (missing when a frame has no valid cell).
+    """
+    cells = _float2(cell_voltages, "cell_voltages")
+    temps = _float2(temperatures, "temperatures")
+    n = cells.shape[0] if hasattr(cells, "shape") and len(cells.shape) >= 1 else 0
+    soc_arr = None if soc is None else _float_col(soc, "soc")
+    if pack_current is not None:
+        pc = _float_col(pack_current, "pack_current")
+        if pc.ndim != 1 or len(pc) != n:
+            raise InvalidInputError(
+                f"pack_current: expected {n} values (one per frame), got shape {pc.shape}"
+            )
+    flags = None if alarm_flags is None else _alarm_flags(alarm_flags)
+    d = _bms.frame_features(
+        cells, temps, soc=soc_arr, alarm_flags=flags, ocv=_ocv(ocv), alarm_spread_v=alarm_spread_v
+    )
+    out: "dict[str, Any]" = {}
+    for name in FRAME_FEATURE_NAMES:
+        col: Any = d[name]
+        if name.endswith("_idx"):
+            col = pd.array(np.where(col < 0, 0, col), dtype="Int64")
+            col[np.asarray(d[name]) < 0] = pd.NA
+        out[name] = col
+    return pd.DataFrame(out, columns=list(FRAME_FEATURE_NAMES))
+
+
+# --------------------------------------------------------------------------------------
+# Daily table
+
+
+def _numbered(columns: Sequence[str], prefix: str) -> "list[str]":
+    pat = re.compile(re.escape(prefix) + r"(\d+)$")
+    found = sorted((int(m.group(1)), c) for c in columns if (m := pat.match(str(c))))
+    for want, (got, c) in enumerate(found, start=1):
+        if got != want:
+            raise InvalidInputError(
+                f"frames: columns {prefix}1..{prefix}{len(found)} expected, "
+                f"found {c} where {prefix}{want} should be"
+            )
+    return [c for _, c in found]
+
+
+def _list_column_pandas(col: pd.Series, what: str) -> "tuple[Any, Any]":
+    lengths = np.empty(len(col), dtype=np.int64)
+    parts = []
+    for i, v in enumerate(col.to_numpy(dtype=object)):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            raise InvalidInputError(f"row {i + 1}, column {what}: missing list")
+        a = _float_col(np.asarray(v, dtype=object), what) if not isinstance(
+            v, np.ndarray
+        ) or v.dtype.kind not in "fiu" else np.asarray(v, dtype=np.float64)
+        lengths[i] = len(a)
+        parts.append(a)
+    offsets = np.zeros(len(col) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
+    return np.ascontiguousarray(values, dtype=np.float64), offsets
+
+
+def _list_column_arrow(col: Any, what: str) -> "tuple[Any, Any]":
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.compute as pc  # type: ignore[import-untyped]
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if arr.null_count:
+        row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0]) + 1
+        raise InvalidInputError(f"row {row}, column {what}: missing list")
+    if pa.types.is_fixed_size_list(arr.type):
+        size = arr.type.list_size
+        values = arr.flatten()
+        offsets = np.arange(len(arr) + 1, dtype=np.int64) * size
+    elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        offsets = arr.offsets.to_numpy().astype(np.int64)
+        values = arr.flatten()
+        offsets = offsets - offsets[0]
+    else:
+        raise InvalidInputError(f"column {what}: expected a list column, got {arr.type}")
+    try:
+        values = pc.fill_null(values.cast(pa.float64()), np.nan)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise InvalidInputError(f"column {what}: not numeric ({e})") from None
+    return np.ascontiguousarray(values.to_numpy(zero_copy_only=False), dtype=np.float64), offsets
+
+
+def _is_arrow_table(x: Any) -> bool:
+    return type(x).__module__.startswith("pyarrow") and hasattr(x, "column_names")
+
+
+def daily(
+    frames: Any,
+    *,
+    utc_offset: Union[None, str, int, _dt.timedelta] = None,
+    ocv: OcvSpec = "nmc",
+    alarm_spread_v: float = 0.10,
+) -> pd.DataFrame:
+    """The daily table (SPEC §4) of a set of frames.
+
+    Args:
+        frames: a pandas DataFrame or pyarrow Table with columns ``vin``, ``timestamp``
+            (ms since the epoch, datetimes — naive means UTC — or RFC 3339 strings),
+            ``pack_voltage``, ``pack_current``, ``soc``, cell voltages and temperatures
+            either wide (``cell_v_1..cell_v_N``, ``temp_1..temp_M``) or as list columns
+            (``cell_voltages``, ``temperatures``), and optionally ``alarm_flags``. Any row
+            order; NaN marks an invalid reading.
+        utc_offset: where calendar days start: ``"+08:00"``, a timedelta or seconds
+            (default UTC).
+        ocv: the OCV curve (``"nmc"``, ``"lfp"`` or a table) for ``soc_deviation_mean``.
+        alarm_spread_v: spread rule threshold for frames without alarm flags.
+
+    Returns:
+        One row per vehicle per calendar day, sorted by VIN then date, dense between each
+        vehicle's first and last day: ``VIN, Date`` (datetime64), the reference columns,
+        ``Label``, then the extended columns.
+
+    Raises:
+        InvalidInputError: a missing column, a bad value, two frames of a vehicle with the
+            same timestamp (naming both rows, 1-based, as "lines").
+    """
+    offset = _utc_offset_seconds(utc_offset)
+    if _is_arrow_table(frames):
+        names = list(frames.column_names)
+
+        def column(name: str) -> pd.Series:
+            return frames.column(name).to_pandas()
+    elif isinstance(frames, pd.DataFrame):
+        names = [str(c) for c in frames.columns]
+
+        def column(name: str) -> pd.Series:
+            return frames[name].reset_index(drop=True)
+    else:
+        raise InvalidInputError(
+            f"frames: expected a pandas DataFrame or a pyarrow Table, got {type(frames).__name__}"
+        )
+    for req in ("vin", "timestamp", "pack_voltage", "pack_current", "soc"):
+        if req not in names:
+            raise InvalidInputError(f"frames: missing column '{req}' (columns: {', '.join(names)})")
+    n = len(column("vin"))
+    vins, codes = _vin_codes(column("vin"))
+
+    def lists(list_name: str, prefix: str) -> "tuple[Any, Any]":
+        if list_name in names:
+            if _is_arrow_table(frames):
+                return _list_column_arrow(frames.column(list_name), list_name)
+            return _list_column_pandas(column(list_name), list_name)
+        wide = _numbered(names, prefix)
+        if not wide:
+            raise InvalidInputError(
+                f"frames: no {list_name} (expected a list column '{list_name}' or "
+                f"columns {prefix}1..{prefix}N)"
+            )
+        mat = np.empty((n, len(wide)), dtype=np.float64)
+        for j, c in enumerate(wide):
+            mat[:, j] = _float_col(column(c), c)
+        return mat.reshape(-1), np.arange(n + 1, dtype=np.int64) * len(wide)
+
+    cells, cell_offsets = lists("cell_voltages", "cell_v_")
+    temps, temp_offsets = lists("temperatures", "temp_")
+    flags = _alarm_flags(column("alarm_flags")) if "alarm_flags" in names else None
+    d = _bms.daily(
+        vins,
+        codes,
+        _timestamps_ms(column("timestamp")),
+        _float_col(column("pack_voltage"), "pack_voltage"),
+        _float_col(column("pack_current"), "pack_current"),
+        _float_col(column("soc"), "soc"),
+        cells,
+        cell_offsets,
+        temps,
+        temp_offsets,
+        alarm_flags=flags,
+        utc_offset_seconds=offset,
+        ocv=_ocv(ocv),
+        alarm_spread_v=alarm_spread_v,
+    )
+    return _daily_frame(d)
+
+
+# --------------------------------------------------------------------------------------
+# Windows
+
+
+def windows(
+    daily: Any,
+    context: int = 14,
+    horizon: int = 14,
+    features: Optional[Sequence[str]] = None,
+    fill: float = -1.0,
+    full_horizon: bool = False,
+) -> "tuple[np.ndarray[Any, np.dtype[np.float32]], np.ndarray[Any, np.dtype[np.float32]], pd.DataFrame]":
+    """Windows and labels (SPEC §5) of a daily table.
+
+    Per vehicle (in order of first appearance), rows are sorted by date and made dense;
+    each window holds ``context`` days of ``features`` day-major (oldest first), NaN
+    replaced by ``fill``; its label is 1.0 when a ``Label`` of 1.0 occurs in the
+    ``horizon`` days starting at the window's date.
+
+    Args:
+        daily: a daily DataFrame (or pyarrow Table) with ``VIN``, ``Date``, the feature
+            columns and optionally ``Label``.
+        context: days of history per window.
+        horizon: days ahead the label looks.
+        features: daily column names (default the six reference columns).
+        fill: value replacing NaN.
+        full_horizon: emit only windows whose whole horizon lies inside the data.
+
+    Returns:
+        ``(X, y, keys)``: ``X`` float32 ``[n, context * len(features)]``, ``y`` float32
+        ``[n]``, ``keys`` a DataFrame with columns ``vin`` and ``date``.
+    """
+    if _is_arrow_table(daily):
+        daily = daily.to_pandas()
+    if not isinstance(daily, pd.DataFrame):
+        raise InvalidInputError(f"daily: expected a pandas DataFrame, got {type(daily).__name__}")
+    feats = list(REFERENCE_COLUMNS) if features is None else [str(f) for f in features]
+    if isinstance(features, str):
+        raise InvalidInputError("features: expected a list of column names, got a string")
+    for req in ("VIN", "Date", *feats):
+        if req not in daily.columns:
+            raise InvalidInputError(
+                f"daily: missing column '{req}' (columns: {', '.join(map(str, daily.columns))})"
+            )
+    for name, v in (("context", context), ("horizon", horizon)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise InvalidInputError(f"invalid window spec: {name} must be a whole number ≥ 1, got {v!r}")
+    vins, codes = _vin_codes(daily["VIN"])
+    days = _days(daily["Date"], "Date")
+    cols = [_float_col(daily[f], f) for f in feats]
+    labels = _float_col(daily["Label"], "Label") if "Label" in daily.columns else None
+    x, y, kc, kd = _bms.windows(
+        vins,
+        codes,
+        days,
+        cols,
+        feats,
+        labels=labels,
+        context=int(context),
+        horizon=int(horizon),
+        fill=float(fill),
+        full_horizon=bool(full_horizon),
+    )
+    return x, y, _keys_frame(vins, kc, kd)
+
+
+# --------------------------------------------------------------------------------------
+# Files
+
+
+def read_daily_csv(path: PathLike) -> pd.DataFrame:
+    """Reads a daily CSV file (SPEC §4: the reference header, optionally the extended
+    columns). Raises :class:`InvalidInputError` naming file, line, column and value at the
+    first bad line, :class:`BmsIOError` when the file cannot be read."""
+    d, _rejects, _read, _accepted = _bms.read_daily_csv(os.fspath(path), strict=True)
+    return _daily_frame(d)
+
+
+class BatchFile(NamedTuple):
+    """What :func:`read_batch_csv` read."""
+
+    x: "np.ndarray[Any, np.dtype[np.float32]]"
+    """Features, float32 ``[accepted lines, width]``."""
+    keys: pd.DataFrame
+    """``vin`` and ``date`` of each accepted line."""
+    labels: "Optional[np.ndarray[Any, np.dtype[np.float32]]]"
+    """Labels when read with ``labels=True``."""
+    lines: "np.ndarray[Any, np.dtype[np.int64]]"
+    """Source line (1-based) of each accepted row."""
+    rejects: pd.DataFrame
+    """``line`` and ``reason`` of every rejected line."""
+    read: int
+    """Lines read (blank lines excluded): ``read == accepted + len(rejects)``."""
+    accepted: int
+
+
+def read_batch_csv(
+    path: PathLike, strict: bool = False, *, width: int = 84, labels: bool = False
+) -> BatchFile:
+    """Reads a batch scoring CSV (SPEC §6: no header, ``VIN,Date,f1..f<width>`` and a
+    trailing label with ``labels=True``). Lenient by default: bad lines become rejects
+    (line, reason) and the rest is read; ``strict=True`` raises at the first bad line."""
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
+        raise InvalidInputError(f"invalid batch width: {width!r} (must be a whole number ≥ 1)")
+    d, r, read, accepted = _bms.read_batch_csv(
+        os.fspath(path), width=int(width), labels=bool(labels), strict=bool(strict)
+    )
+    return BatchFile(
+        x=d["x"],
+        keys=_keys_frame(d["vins"], d["codes"], d["days"]),
+        labels=d["labels"],
+        lines=d["lines"],
+        rejects=_rejects_frame(r),
+        read=int(read),
+        accepted=int(accepted),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Simulator
+
+
+class Simulation(NamedTuple):
+    """A simulated fleet (see :func:`simulate`)."""
+
+    daily: pd.DataFrame
+    """The daily table, sorted by VIN then date."""
+    truth: pd.DataFrame
+    """Per vehicle: ``vin, weak, weak_cell`` (0-based), ``mechanism, onset_date,
+    first_alarm_date, repair_date, alarm_days``."""
+    frames: Optional[pd.DataFrame]
+    """The raw frames (wide layout, ``timestamp`` in ms) when asked for, else None."""
+    n_frames: int
+    """Number of frames simulated."""
+
+
+def simulate(
+    vehicles: int = 200,
+    days: int = 120,
+    seed: int = 0,
+    *,
+    start: Union[str, _dt.date] = "2024-01-01",
+    cells: int = 96,
+    probes: int = 32,
+    interval_ms: int = 10_000,
+    chemistry: str = "nmc",
+    weak_fraction: float = 0.05,
+    parked_fraction: float = 0.35,
+    alarm_spread_v: float = 0.10,
+    frames: bool = False,
+) -> Simulation:
+    """Simulates a fleet with the project's calibrated simulator (the same as
+    ``bms simulate``; deterministic for a seed). ``frames=True`` also returns every frame
+    (memory grows with vehicles × days × cells: keep fleets small)."""
+    for name, v in (("vehicles", vehicles), ("days", days), ("seed", seed), ("cells", cells),
+                    ("probes", probes), ("interval_ms", interval_ms)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise InvalidInputError(f"invalid {name}: {v!r} (must be a whole number ≥ 0)")
+    start_s = start.isoformat() if isinstance(start, _dt.date) else str(start)
+    d, t, f, n = _bms.simulate(
+        vehicles=int(vehicles),
+        days=int(days),
+        seed=int(seed),
+        start=start_s,
+        cells=int(cells),
+        probes=int(probes),
+        interval_ms=int(interval_ms),
+        chemistry=chemistry,
+        weak_fraction=float(weak_fraction),
+        parked_fraction=float(parked_fraction),
+        alarm_spread_v=float(alarm_spread_v),
+        frames=bool(frames),
+    )
+    truth = pd.DataFrame({"vin": pd.Series(t["vin"], dtype=object), "weak": t["weak"]})
+    truth["weak_cell"] = pd.array(np.where(t["weak_cell"] < 0, 0, t["weak_cell"]), dtype="Int64")
+    truth.loc[t["weak_cell"] < 0, "weak_cell"] = pd.NA
+    truth["mechanism"] = pd.Series([m or None for m in t["mechanism"]], dtype=object)
+    nat = np.iinfo(np.int64).min
+    for c in ("onset_date", "first_alarm_date", "repair_date"):
+        v = t[c]
+        dates = _dates(np.where(v == nat, 0, v))
+        dates[v == nat] = np.datetime64("NaT")
+        truth[c] = dates
+    truth["alarm_days"] = t["alarm_days"]
+    frames_df = None
+    if f is not None:
+        fv = np.asarray(f["vins"], dtype=object)
+        cols: "dict[str, Any]" = {
+            "vin": fv[f["codes"]] if len(fv) else np.array([], dtype=object),
+            "timestamp": f["timestamp_ms"],
+            "pack_voltage": f["pack_voltage"],
+            "pack_current": f["pack_current"],
+            "soc": f["soc"],
+        }
+        for j in range(f["cells"].shape[1]):
+            cols[f"cell_v_{j + 1}"] = f["cells"][:, j]
+        for j in range(f["temps"].shape[1]):
+            cols[f"temp_{j + 1}"] = f["temps"][:, j]
+        cols["alarm_flags"] = f["alarm_flags"]
+        frames_df = pd.DataFrame(cols)
+    return Simulation(daily=_daily_frame(d), truth=truth, frames=frames_df, n_frames=int(n))
+
+
+# --------------------------------------------------------------------------------------
+# Models
+
+
+class Model:
+    """An ONNX model with its feature contract (SPEC §7), scored by the core (tract, with
+    the project's own tree-ensemble path).
+
+    Loading checks the model and its ``bms.*`` contract (a plain export gets the reference
+    defaults and says so in :attr:`contract`); a corrupt, unsupported or inconsistent file
+    raises :class:`ModelError`. A loaded model may be used from many threads at once.
+    """
+
+    __slots__ = ("_m",)
+
+    def __init__(self, path: PathLike) -> None:
+        self._m = _bms.Model(os.fspath(path))
+
+    def predict(self, x: Any) -> "np.ndarray[Any, np.dtype[np.float32]]":
+        """Positive-class probability of every row of ``x`` (``[n, width]``; float32 is
+        borrowed, float64 converted to float32 as XGBoost and onnxruntime do)."""
+        return self._m.predict(_float2(x, "x"))
+
+    @property
+    def contract(self) -> "dict[str, Any]":
+        """The feature contract: ``context``, ``horizon``, ``features``, ``fill``,
+        ``threshold``, ``model_id``, ``width`` and ``defaulted`` (True when the model
+        carries no ``bms.*`` metadata and the reference defaults apply)."""
+        return self._m.contract
+
+    @property
+    def width(self) -> int:
+        """Values per input row."""
+        return self._m.width
+
+    @property
+    def threshold(self) -> float:
+        """Alarm when probability ≥ threshold."""
+        return self._m.threshold
+
+    @property
+    def model_id(self) -> str:
+        """Identifier stamped on predictions."""
+        return self._m.model_id
+
+    @property
+    def path(self) -> str:
+        """The file the model was loaded from."""
+        return self._m.path
+
+    @property
+    def output_names(self) -> "list[str]":
+        """Names of the model's outputs."""
+        return self._m.output_names
+
+    def predict_daily(self, daily: Any, *, full_horizon: bool = False) -> pd.DataFrame:
+        """Builds the windows this model's contract asks for from a daily table and scores
+        them: a DataFrame with ``vin, date, predicted_prob, alarm, model_id`` (SPEC §8)."""
+        c = self._m.contract
+        x, _y, keys = windows(
+            daily,
+            context=c["context"],
+            horizon=c["horizon"],
+            features=c["features"],
+            fill=c["fill"],
+            full_horizon=full_horizon,
+        )
+        p = self._m.predict(x)
+        out = keys.copy()
+        out["predicted_prob"] = p
+        out["alarm"] = p >= np.float32(c["threshold"])
+        out["model_id"] = c["model_id"]
+        return out
+
+    def __repr__(self) -> str:
+        return repr(self._m)

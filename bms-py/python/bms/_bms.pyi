@@ -1,0 +1,113 @@
+"""Native module of the bms package (Rust, PyO3): plain arrays, lists and dicts in and out.
+Use the wrappers in :mod:`bms`; these are their building blocks."""
+
+from typing import Any, Optional
+
+import numpy as np
+import numpy.typing as npt
+from typing_extensions import final
+
+__all__ = [
+    "BmsError",
+    "BmsIOError",
+    "DAILY_COLUMNS",
+    "EXTENDED_COLUMNS",
+    "FRAME_FEATURE_NAMES",
+    "InvalidInputError",
+    "Model",
+    "ModelError",
+    "REFERENCE_COLUMNS",
+    "__version__",
+    "daily",
+    "frame_features",
+    "read_batch_csv",
+    "read_daily_csv",
+    "simulate",
+    "windows",
+]
+__version__: str
+FRAME_FEATURE_NAMES: list[str]
+DAILY_COLUMNS: list[str]
+REFERENCE_COLUMNS: list[str]
+EXTENDED_COLUMNS: list[str]
+
+class BmsError(Exception): ...
+class InvalidInputError(BmsError, ValueError): ...
+class ModelError(BmsError): ...
+class BmsIOError(BmsError, OSError): ...
+
+def frame_features(
+    cells: Any,
+    temps: Any,
+    soc: Optional[Any] = None,
+    alarm_flags: Optional[Any] = None,
+    ocv: Optional[Any] = None,
+    alarm_spread_v: float = 0.1,
+) -> dict[str, npt.NDArray[Any]]: ...
+def daily(
+    vins: list[str],
+    codes: Any,
+    timestamp_ms: Any,
+    pack_voltage: Any,
+    pack_current: Any,
+    soc: Any,
+    cells: Any,
+    cell_offsets: Any,
+    temps: Any,
+    temp_offsets: Any,
+    alarm_flags: Optional[Any] = None,
+    utc_offset_seconds: int = 0,
+    ocv: Optional[Any] = None,
+    alarm_spread_v: float = 0.1,
+) -> dict[str, Any]: ...
+def windows(
+    vins: list[str],
+    codes: Any,
+    days: Any,
+    columns: list[Any],
+    features: list[str],
+    labels: Optional[Any] = None,
+    context: int = 14,
+    horizon: int = 14,
+    fill: float = ...,  # -1.0 (the runtime signature cannot show a negative default)
+    full_horizon: bool = False,
+) -> tuple[
+    npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]
+]: ...
+def read_daily_csv(
+    path: str, strict: bool = True
+) -> tuple[dict[str, Any], dict[str, Any], int, int]: ...
+def read_batch_csv(
+    path: str, width: int = 84, labels: bool = False, strict: bool = False
+) -> tuple[dict[str, Any], dict[str, Any], int, int]: ...
+def simulate(
+    vehicles: int = 200,
+    days: int = 120,
+    seed: int = 0,
+    start: str = "2024-01-01",
+    cells: int = 96,
+    probes: int = 32,
+    interval_ms: int = 10000,
+    chemistry: str = "nmc",
+    weak_fraction: float = 0.05,
+    parked_fraction: float = 0.35,
+    alarm_spread_v: float = 0.1,
+    frames: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any], Optional[dict[str, Any]], int]: ...
+
+@final
+class Model:
+    def __new__(cls, path: str) -> "Model": ...
+    def predict(self, x: Any) -> npt.NDArray[np.float32]: ...
+    @property
+    def contract(self) -> dict[str, Any]: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def output_names(self) -> list[str]: ...

@@ -1,0 +1,922 @@
+//! `bms._bms`: the native module of the `bms` Python package, a thin layer over `bms-core`.
+//!
+//! Functions here take and return plain numpy arrays, lists and dicts; the pure-Python
+//! package `bms` (bms-py/python/bms) turns them into pandas DataFrames and validates the
+//! friendlier arguments. Every compute call releases the interpreter lock
+//! ([`Python::detach`]); C-contiguous float arrays are borrowed, not copied.
+
+mod arrays;
+mod errors;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use ndarray::{Array2, ArrayView2};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use bms_core::daily::{DailyColumn, EXTENDED_COLUMNS, REFERENCE_COLUMNS, day_of_date};
+use bms_core::features::FRAME_FEATURE_NAMES;
+use bms_core::io::batch_csv::BatchOptions;
+use bms_core::io::{ReadMode, Reject};
+use bms_core::simulate::for_each_frame;
+use bms_core::{
+    BmsError, Chemistry, ColumnPlan, ContractSource, DailyColumns, DailyConfig, DailyTable,
+    FeatureConfig, FrameRef, Frames, Model, OcvCurve, SimConfig, UtcOffset, WindowSpec,
+};
+
+use arrays::{Floats2, array1, floats2, slice1};
+use errors::{invalid, to_py, to_py_model};
+
+// ---------------------------------------------------------------------------------------
+// Shared conversions
+
+/// Rows of a 2-D float array as f64 slices: borrowed from C-contiguous float64 data,
+/// copied row by row otherwise (float32, strided views).
+enum Rows<'a> {
+    Contiguous(&'a [f64], usize),
+    F64(ArrayView2<'a, f64>),
+    F32(ArrayView2<'a, f32>),
+}
+
+impl<'a> Rows<'a> {
+    fn new(a: &'a Floats2<'_>) -> Self {
+        match a {
+            // `as_slice` also accepts Fortran order: only C order is rows back to back.
+            Floats2::F64(a) => match a.as_slice() {
+                Ok(s) if a.is_c_contiguous() => Rows::Contiguous(s, a.shape()[1]),
+                _ => Rows::F64(a.as_array()),
+            },
+            Floats2::F32(a) => Rows::F32(a.as_array()),
+        }
+    }
+
+    fn row<'b>(&'b self, i: usize, buf: &'b mut Vec<f64>) -> &'b [f64] {
+        match self {
+            Rows::Contiguous(s, w) => &s[i * w..(i + 1) * w],
+            Rows::F64(v) => {
+                buf.clear();
+                buf.extend(v.row(i).iter().copied());
+                buf
+            }
+            Rows::F32(v) => {
+                buf.clear();
+                buf.extend(v.row(i).iter().map(|&x| f64::from(x)));
+                buf
+            }
+        }
+    }
+}
+
+/// The OCV curve from `ocv`: a chemistry name (`"nmc"`, `"lfp"`) or a `[k, 2]` float array
+/// of (soc %, volts) points.
+fn ocv_curve(ocv: &Bound<'_, PyAny>) -> PyResult<OcvCurve> {
+    if let Ok(s) = ocv.cast::<PyString>() {
+        let name = s.to_cow()?;
+        let chem = Chemistry::from_str(&name).map_err(to_py)?;
+        return Ok(OcvCurve::for_chemistry(chem));
+    }
+    let a = floats2(ocv, "ocv table")?;
+    let (k, w) = a.shape();
+    if w != 2 {
+        return Err(invalid(format!(
+            "ocv table: expected a [k, 2] array of (soc %, volts) points, got {k} × {w}"
+        )));
+    }
+    let rows = Rows::new(&a);
+    let mut buf = Vec::new();
+    let points: Vec<(f64, f64)> = (0..k)
+        .map(|i| {
+            let r = rows.row(i, &mut buf);
+            (r[0], r[1])
+        })
+        .collect();
+    OcvCurve::new(&points).map_err(to_py)
+}
+
+fn feature_config(ocv: &Bound<'_, PyAny>, alarm_spread_v: f64) -> PyResult<FeatureConfig> {
+    FeatureConfig::new(ocv_curve(ocv)?, alarm_spread_v).map_err(to_py)
+}
+
+/// Optional alarm flags given as int64 with negative = absent.
+fn alarm_flag(v: i64, row: usize) -> Result<Option<u32>, BmsError> {
+    if v < 0 {
+        Ok(None)
+    } else {
+        u32::try_from(v).map(Some).map_err(|_| {
+            BmsError::invalid(
+                "alarm_flags",
+                format!("row {}: {v} does not fit in 32 bits", row + 1),
+            )
+        })
+    }
+}
+
+fn vin_strings(vins: &Bound<'_, PyList>) -> PyResult<Vec<String>> {
+    vins.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.extract::<String>()
+                .map_err(|_| invalid(format!("VIN #{}: expected a string", i + 1)))
+        })
+        .collect()
+}
+
+fn codes_checked(codes: &[i64], n_vins: usize, what: &str) -> PyResult<()> {
+    if let Some((i, &c)) = codes
+        .iter()
+        .enumerate()
+        .find(|&(_, &c)| c < 0 || c as usize >= n_vins)
+    {
+        return Err(invalid(format!(
+            "{what}: row {} has no VIN (code {c}; missing VINs are not allowed)",
+            i + 1
+        )));
+    }
+    Ok(())
+}
+
+/// Columnar form of a daily table for Python: unique VINs (first-appearance order), a code
+/// per row, day numbers (days since 1970-01-01), every numeric column, `Label`.
+fn table_to_py<'py>(py: Python<'py>, table: &DailyTable) -> PyResult<Bound<'py, PyDict>> {
+    let n = table.rows.len();
+    let mut vins: Vec<&str> = Vec::new();
+    let mut codes = Vec::with_capacity(n);
+    let mut days = Vec::with_capacity(n);
+    let mut cols: Vec<Vec<f64>> = (0..DailyColumn::ALL.len())
+        .map(|_| Vec::with_capacity(n))
+        .collect();
+    let mut label = Vec::with_capacity(n);
+    let mut lookup: HashMap<&str, i64> = HashMap::new();
+    for r in &table.rows {
+        let code = match vins.last() {
+            Some(&last) if last == r.vin => (vins.len() - 1) as i64,
+            _ => *lookup.entry(r.vin.as_str()).or_insert_with(|| {
+                vins.push(r.vin.as_str());
+                (vins.len() - 1) as i64
+            }),
+        };
+        codes.push(code);
+        days.push(day_of_date(r.date));
+        for (c, col) in cols.iter_mut().enumerate() {
+            col.push(r.values[c]);
+        }
+        label.push(r.label);
+    }
+    let d = PyDict::new(py);
+    d.set_item("vins", PyList::new(py, vins)?)?;
+    d.set_item("codes", codes.into_pyarray(py))?;
+    d.set_item("days", days.into_pyarray(py))?;
+    for (c, col) in DailyColumn::ALL.iter().zip(cols) {
+        d.set_item(c.name(), col.into_pyarray(py))?;
+    }
+    d.set_item("Label", label.into_pyarray(py))?;
+    Ok(d)
+}
+
+fn rejects_to_py<'py>(py: Python<'py>, rejects: &[Reject]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let lines: Vec<i64> = rejects.iter().map(|r| r.line as i64).collect();
+    d.set_item("line", lines.into_pyarray(py))?;
+    d.set_item(
+        "reason",
+        PyList::new(py, rejects.iter().map(|r| r.reason.as_str()))?,
+    )?;
+    Ok(d)
+}
+
+fn mode(strict: bool) -> ReadMode {
+    if strict {
+        ReadMode::Strict
+    } else {
+        ReadMode::Lenient
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Frame features
+
+/// Frame features (SPEC §3) of every row: `cells` is `[frames, cells]`, `temps`
+/// `[frames, probes]` (float32 or float64; NaN = invalid reading), `soc` the BMS SOC per
+/// frame (float64), `alarm_flags` int64 per frame (negative = absent), `ocv` a chemistry
+/// name or a `[k, 2]` table. Returns a dict of columns.
+#[pyfunction]
+#[pyo3(signature = (cells, temps, soc=None, alarm_flags=None, ocv=None, alarm_spread_v=0.10))]
+fn frame_features<'py>(
+    py: Python<'py>,
+    cells: &Bound<'py, PyAny>,
+    temps: &Bound<'py, PyAny>,
+    soc: Option<&Bound<'py, PyAny>>,
+    alarm_flags: Option<&Bound<'py, PyAny>>,
+    ocv: Option<&Bound<'py, PyAny>>,
+    alarm_spread_v: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let cells = floats2(cells, "cell_voltages")?;
+    let temps = floats2(temps, "temperatures")?;
+    let (n, nc) = cells.shape();
+    let (nt, np_) = temps.shape();
+    if nt != n {
+        return Err(invalid(format!(
+            "temperatures: expected {n} rows (one per frame, as cell_voltages), got {nt}"
+        )));
+    }
+    if n > 0 && (nc == 0 || np_ == 0) {
+        return Err(invalid(format!(
+            "frames need at least one cell and one probe, got {nc} cells and {np_} probes"
+        )));
+    }
+    let soc = soc.map(|s| array1::<f64>(s, "soc", Some(n))).transpose()?;
+    let flags = alarm_flags
+        .map(|s| array1::<i64>(s, "alarm_flags", Some(n)))
+        .transpose()?;
+    let config = match ocv {
+        Some(o) => feature_config(o, alarm_spread_v)?,
+        None => feature_config(&PyString::new(py, "nmc").into_any(), alarm_spread_v)?,
+    };
+    let soc_s = soc.as_ref().map(slice1);
+    let flags_s = flags.as_ref().map(slice1);
+    let cell_rows = Rows::new(&cells);
+    let temp_rows = Rows::new(&temps);
+    let result = py.detach(|| -> Result<_, BmsError> {
+        let mut f64s: Vec<Vec<f64>> = (0..11).map(|_| Vec::with_capacity(n)).collect();
+        let mut idx: [Vec<i64>; 2] = [Vec::with_capacity(n), Vec::with_capacity(n)];
+        let mut alarm = Vec::with_capacity(n);
+        let (mut cb, mut tb) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let frame = FrameRef {
+                vin: "-",
+                timestamp_ms: 0,
+                pack_voltage: f64::NAN,
+                pack_current: f64::NAN,
+                soc: soc_s.as_ref().map_or(f64::NAN, |s| s[i]),
+                cell_voltages: cell_rows.row(i, &mut cb),
+                temperatures: temp_rows.row(i, &mut tb),
+                alarm_flags: match &flags_s {
+                    Some(f) => alarm_flag(f[i], i)?,
+                    None => None,
+                },
+            };
+            let f = bms_core::frame_features(&frame, &config);
+            for (col, v) in f64s.iter_mut().zip([
+                f.cell_v_max,
+                f.cell_v_min,
+                f.cell_v_spread,
+                f.cell_v_mean,
+                f.cell_v_std,
+                f.temp_max,
+                f.temp_min,
+                f.temp_delta,
+                f.temp_mean,
+                f.soc_deviation,
+                f.soc_bias,
+            ]) {
+                col.push(v);
+            }
+            idx[0].push(f.cell_v_max_idx.map_or(-1, |v| v as i64));
+            idx[1].push(f.cell_v_min_idx.map_or(-1, |v| v as i64));
+            alarm.push(f.consistency_alarm);
+        }
+        Ok((f64s, idx, alarm))
+    });
+    let (f64s, idx, alarm) = result.map_err(to_py)?;
+    let d = PyDict::new(py);
+    let float_names = [
+        "cell_v_max",
+        "cell_v_min",
+        "cell_v_spread",
+        "cell_v_mean",
+        "cell_v_std",
+        "temp_max",
+        "temp_min",
+        "temp_delta",
+        "temp_mean",
+        "soc_deviation",
+        "soc_bias",
+    ];
+    for (name, col) in float_names.iter().zip(f64s) {
+        d.set_item(name, col.into_pyarray(py))?;
+    }
+    let [max_idx, min_idx] = idx;
+    d.set_item("cell_v_max_idx", max_idx.into_pyarray(py))?;
+    d.set_item("cell_v_min_idx", min_idx.into_pyarray(py))?;
+    d.set_item("consistency_alarm", alarm.into_pyarray(py))?;
+    Ok(d)
+}
+
+// ---------------------------------------------------------------------------------------
+// Daily aggregation
+
+/// Aggregates frames into the daily table (SPEC §4). Frames are columns: `codes[i]` indexes
+/// `vins`; cell voltages of frame `i` are `cells[cell_offsets[i]..cell_offsets[i + 1]]`
+/// (likewise temperatures); `alarm_flags` int64, negative = absent. Errors name the
+/// 1-based row (as "line").
+#[pyfunction]
+#[pyo3(signature = (vins, codes, timestamp_ms, pack_voltage, pack_current, soc, cells, cell_offsets, temps, temp_offsets, alarm_flags=None, utc_offset_seconds=0, ocv=None, alarm_spread_v=0.10))]
+#[allow(clippy::too_many_arguments)]
+fn daily<'py>(
+    py: Python<'py>,
+    vins: &Bound<'py, PyList>,
+    codes: &Bound<'py, PyAny>,
+    timestamp_ms: &Bound<'py, PyAny>,
+    pack_voltage: &Bound<'py, PyAny>,
+    pack_current: &Bound<'py, PyAny>,
+    soc: &Bound<'py, PyAny>,
+    cells: &Bound<'py, PyAny>,
+    cell_offsets: &Bound<'py, PyAny>,
+    temps: &Bound<'py, PyAny>,
+    temp_offsets: &Bound<'py, PyAny>,
+    alarm_flags: Option<&Bound<'py, PyAny>>,
+    utc_offset_seconds: i32,
+    ocv: Option<&Bound<'py, PyAny>>,
+    alarm_spread_v: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let vins = vin_strings(vins)?;
+    let codes = array1::<i64>(codes, "VIN codes", None)?;
+    let n = codes.len();
+    let ts = array1::<i64>(timestamp_ms, "timestamp", Some(n))?;
+    let pv = array1::<f64>(pack_voltage, "pack_voltage", Some(n))?;
+    let pc = array1::<f64>(pack_current, "pack_current", Some(n))?;
+    let soc = array1::<f64>(soc, "soc", Some(n))?;
+    let cells = array1::<f64>(cells, "cell voltages", None)?;
+    let co = array1::<i64>(cell_offsets, "cell offsets", Some(n + 1))?;
+    let temps = array1::<f64>(temps, "temperatures", None)?;
+    let to = array1::<i64>(temp_offsets, "temperature offsets", Some(n + 1))?;
+    let flags = alarm_flags
+        .map(|f| array1::<i64>(f, "alarm_flags", Some(n)))
+        .transpose()?;
+    let utc_offset = UtcOffset::from_seconds(utc_offset_seconds).map_err(to_py)?;
+    let features = match ocv {
+        Some(o) => feature_config(o, alarm_spread_v)?,
+        None => feature_config(&PyString::new(py, "nmc").into_any(), alarm_spread_v)?,
+    };
+    let (codes, ts, pv, pc, soc) = (
+        slice1(&codes),
+        slice1(&ts),
+        slice1(&pv),
+        slice1(&pc),
+        slice1(&soc),
+    );
+    codes_checked(&codes, vins.len(), "frames")?;
+    let (cells, co, temps, to) = (slice1(&cells), slice1(&co), slice1(&temps), slice1(&to));
+    for (what, off, len) in [
+        ("cell offsets", &co, cells.len()),
+        ("temperature offsets", &to, temps.len()),
+    ] {
+        let bad = off.first().is_some_and(|&o| o != 0)
+            || off.windows(2).any(|w| w[1] < w[0])
+            || off.last().is_some_and(|&o| o as usize != len);
+        if bad {
+            return Err(invalid(format!(
+                "{what}: must start at 0, never decrease and end at {len}"
+            )));
+        }
+    }
+    let flags = flags.as_ref().map(slice1);
+    let config = DailyConfig {
+        features,
+        utc_offset,
+    };
+    let table = py
+        .detach(|| -> Result<DailyTable, BmsError> {
+            let mut frames = Frames::new();
+            for i in 0..n {
+                let frame = FrameRef {
+                    vin: &vins[codes[i] as usize],
+                    timestamp_ms: ts[i],
+                    pack_voltage: pv[i],
+                    pack_current: pc[i],
+                    soc: soc[i],
+                    cell_voltages: &cells[co[i] as usize..co[i + 1] as usize],
+                    temperatures: &temps[to[i] as usize..to[i + 1] as usize],
+                    alarm_flags: match &flags {
+                        Some(f) => alarm_flag(f[i], i)?,
+                        None => None,
+                    },
+                };
+                frame.validate().map_err(|e| match e {
+                    BmsError::Invalid { what, reason } => {
+                        BmsError::invalid(what, format!("row {}: {reason}", i + 1))
+                    }
+                    other => other,
+                })?;
+                frames.push(frame, i as u64 + 1);
+            }
+            bms_core::daily::aggregate(&frames, &config, None)
+        })
+        .map_err(to_py)?;
+    table_to_py(py, &table)
+}
+
+// ---------------------------------------------------------------------------------------
+// Windows
+
+fn spec_from(
+    features: &[String],
+    context: usize,
+    horizon: usize,
+    fill: f64,
+    full_horizon: bool,
+) -> PyResult<WindowSpec> {
+    let features = features
+        .iter()
+        .map(|f| DailyColumn::from_name(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(to_py)?;
+    let spec = WindowSpec {
+        context,
+        horizon,
+        features,
+        fill,
+        full_horizon,
+    };
+    spec.validate().map_err(to_py)?;
+    Ok(spec)
+}
+
+/// Windows (SPEC §5) of a daily table given as columns: `codes[i]` indexes `vins`, `days`
+/// are days since 1970-01-01, `columns[k]` holds feature `features[k]` (float64), `labels`
+/// the Label column (float64; None = no labels). Returns `(x, y, key_codes, key_days)`.
+#[pyfunction]
+#[pyo3(signature = (vins, codes, days, columns, features, labels=None, context=14, horizon=14, fill=-1.0, full_horizon=false))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn windows<'py>(
+    py: Python<'py>,
+    vins: &Bound<'py, PyList>,
+    codes: &Bound<'py, PyAny>,
+    days: &Bound<'py, PyAny>,
+    columns: Vec<Bound<'py, PyAny>>,
+    features: Vec<String>,
+    labels: Option<&Bound<'py, PyAny>>,
+    context: usize,
+    horizon: usize,
+    fill: f64,
+    full_horizon: bool,
+) -> PyResult<(
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray1<f32>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+)> {
+    let spec = spec_from(&features, context, horizon, fill, full_horizon)?;
+    if columns.len() != spec.features.len() {
+        return Err(invalid(format!(
+            "windows: {} feature names but {} columns",
+            spec.features.len(),
+            columns.len()
+        )));
+    }
+    let vins = vin_strings(vins)?;
+    let codes = array1::<i64>(codes, "VIN codes", None)?;
+    let n = codes.len();
+    let days = array1::<i64>(days, "Date", Some(n))?;
+    let cols = columns
+        .iter()
+        .zip(&features)
+        .map(|(c, name)| array1::<f64>(c, name, Some(n)))
+        .collect::<PyResult<Vec<_>>>()?;
+    let labels = labels
+        .map(|l| array1::<f64>(l, "Label", Some(n)))
+        .transpose()?;
+    let codes = slice1(&codes);
+    codes_checked(&codes, vins.len(), "daily table")?;
+    let days = slice1(&days);
+    let cols: Vec<Cow<'_, [f64]>> = cols.iter().map(slice1).collect();
+    let labels = labels.as_ref().map(slice1);
+    let vehicle: Vec<u32> = codes.iter().map(|&c| c as u32).collect();
+    let features: Vec<&[f64]> = cols.iter().map(|c| &c[..]).collect();
+    let table = DailyColumns {
+        vins: &vins,
+        vehicle: &vehicle,
+        day: &days,
+        features: &features,
+        label: labels.as_deref(),
+    };
+    let plan = py
+        .detach(|| ColumnPlan::new(&table, &spec))
+        .map_err(to_py)?;
+    let n = plan.len();
+    // The output is numpy's own allocation (huge pages for large arrays: page faults
+    // dominate writing a fresh 100 MB buffer otherwise), filled without the lock.
+    // SAFETY: `plan.write` writes every element (it checks the buffer length).
+    let x = unsafe { PyArray2::<f32>::new(py, [n, spec.width()], false) };
+    let (y, kc, kd) = {
+        let mut xw = x.readwrite();
+        let xs = xw.as_slice_mut().expect("a new array is contiguous");
+        py.detach(|| {
+            let mut y = vec![0f32; n];
+            let mut vehicle = vec![0u32; n];
+            let mut day = vec![0i64; n];
+            plan.write(xs, &mut y, &mut vehicle, &mut day);
+            let codes: Vec<i64> = vehicle.iter().map(|&v| i64::from(v)).collect();
+            (y, codes, day)
+        })
+    };
+    Ok((
+        x,
+        y.into_pyarray(py),
+        kc.into_pyarray(py),
+        kd.into_pyarray(py),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Files
+
+/// Reads a daily CSV file. Returns `(table columns, rejects, read, accepted)`.
+#[pyfunction]
+#[pyo3(signature = (path, strict=true))]
+fn read_daily_csv<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    strict: bool,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>, u64, u64)> {
+    let report = py
+        .detach(|| bms_core::io::read_daily_csv(&path, mode(strict)))
+        .map_err(to_py)?;
+    Ok((
+        table_to_py(py, &report.data)?,
+        rejects_to_py(py, &report.rejects)?,
+        report.read,
+        report.accepted,
+    ))
+}
+
+/// Reads a batch scoring CSV file (SPEC §6). Returns `(data, rejects, read, accepted)`
+/// where data has `vins`, `codes`, `days`, `x` `[n, width]` float32, `labels` (or None) and
+/// `lines`.
+#[pyfunction]
+#[pyo3(signature = (path, width=84, labels=false, strict=false))]
+fn read_batch_csv<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    width: usize,
+    labels: bool,
+    strict: bool,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>, u64, u64)> {
+    let options = BatchOptions {
+        width,
+        labels,
+        mode: mode(strict),
+    };
+    let report = py
+        .detach(|| bms_core::io::read_batch_csv(&path, options))
+        .map_err(to_py)?;
+    let data = report.data;
+    let mut vins: Vec<&str> = Vec::new();
+    let mut lookup: HashMap<&str, i64> = HashMap::new();
+    let codes: Vec<i64> = data
+        .keys
+        .iter()
+        .map(|k| {
+            *lookup.entry(k.vin.as_str()).or_insert_with(|| {
+                vins.push(k.vin.as_str());
+                (vins.len() - 1) as i64
+            })
+        })
+        .collect();
+    let d = PyDict::new(py);
+    d.set_item("vins", PyList::new(py, &vins)?)?;
+    d.set_item("codes", codes.into_pyarray(py))?;
+    let days: Vec<i64> = data.keys.iter().map(|k| day_of_date(k.date)).collect();
+    d.set_item("days", days.into_pyarray(py))?;
+    d.set_item("x", PyArray2::from_owned_array(py, data.x))?;
+    match data.labels {
+        Some(l) => d.set_item("labels", l.into_pyarray(py))?,
+        None => d.set_item("labels", py.None())?,
+    }
+    let lines: Vec<i64> = data.lines.iter().map(|&l| l as i64).collect();
+    d.set_item("lines", lines.into_pyarray(py))?;
+    Ok((
+        d,
+        rejects_to_py(py, &report.rejects)?,
+        report.read,
+        report.accepted,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Simulator
+
+fn parse_date(s: &str, what: &str) -> PyResult<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| invalid(format!("{what}: '{s}' is not a date (YYYY-MM-DD)")))
+}
+
+/// Simulates a fleet. Returns `(daily columns, truth columns, frames or None, n_frames)`;
+/// frames (columns with `cells` `[n, cells]` and `temps` `[n, probes]`) only when
+/// `frames` is true.
+#[pyfunction]
+#[pyo3(signature = (vehicles=200, days=120, seed=0, start="2024-01-01", cells=96, probes=32, interval_ms=10_000, chemistry="nmc", weak_fraction=0.05, parked_fraction=0.35, alarm_spread_v=0.10, frames=false))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn simulate<'py>(
+    py: Python<'py>,
+    vehicles: usize,
+    days: u32,
+    seed: u64,
+    start: &str,
+    cells: usize,
+    probes: usize,
+    interval_ms: u32,
+    chemistry: &str,
+    weak_fraction: f64,
+    parked_fraction: f64,
+    alarm_spread_v: f64,
+    frames: bool,
+) -> PyResult<(
+    Bound<'py, PyDict>,
+    Bound<'py, PyDict>,
+    Option<Bound<'py, PyDict>>,
+    u64,
+)> {
+    let config = SimConfig {
+        vehicles,
+        days,
+        seed,
+        start: parse_date(start, "start")?,
+        cells,
+        probes,
+        interval_ms,
+        chemistry: Chemistry::from_str(chemistry).map_err(to_py)?,
+        weak_fraction,
+        parked_fraction,
+        alarm_spread_v,
+    };
+    config.validate().map_err(to_py)?;
+    let out = py
+        .detach(|| bms_core::simulate_daily(&config))
+        .map_err(to_py)?;
+    let raw = if frames {
+        let all = py
+            .detach(|| -> Result<Frames, BmsError> {
+                let mut all = Frames::new();
+                let mut line = 0u64;
+                for i in 0..config.vehicles {
+                    for_each_frame(&config, i, |f| {
+                        line += 1;
+                        all.push(*f, line);
+                        Ok(())
+                    })?;
+                }
+                Ok(all)
+            })
+            .map_err(to_py)?;
+        Some(frames_to_py(py, &all, cells, probes)?)
+    } else {
+        None
+    };
+    let t = PyDict::new(py);
+    let truth = &out.truth;
+    let date_opt = |d: Option<NaiveDate>| d.map_or(i64::MIN, day_of_date);
+    t.set_item(
+        "vin",
+        PyList::new(py, truth.iter().map(|v| v.vin.as_str()))?,
+    )?;
+    t.set_item(
+        "weak",
+        truth
+            .iter()
+            .map(|v| v.weak)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    t.set_item(
+        "weak_cell",
+        truth
+            .iter()
+            .map(|v| v.weak_cell.map_or(-1, |c| c as i64))
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    t.set_item(
+        "mechanism",
+        PyList::new(
+            py,
+            truth
+                .iter()
+                .map(|v| v.mechanism.map(|m| m.name()).unwrap_or("")),
+        )?,
+    )?;
+    for (name, f) in [
+        (
+            "onset_date",
+            (|v: &bms_core::VehicleTruth| v.onset_date) as fn(&_) -> _,
+        ),
+        ("first_alarm_date", |v| v.first_alarm_date),
+        ("repair_date", |v| v.repair_date),
+    ] {
+        let col: Vec<i64> = truth.iter().map(|v| date_opt(f(v))).collect();
+        t.set_item(name, col.into_pyarray(py))?;
+    }
+    t.set_item(
+        "alarm_days",
+        truth
+            .iter()
+            .map(|v| i64::from(v.alarm_days))
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    Ok((table_to_py(py, &out.table)?, t, raw, out.frames))
+}
+
+fn frames_to_py<'py>(
+    py: Python<'py>,
+    frames: &Frames,
+    cells: usize,
+    probes: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let n = frames.len();
+    let mut vins: Vec<&str> = Vec::new();
+    let mut codes = Vec::with_capacity(n);
+    let mut ts = Vec::with_capacity(n);
+    let (mut pv, mut pc, mut soc) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut cv = Vec::with_capacity(n * cells);
+    let mut tv = Vec::with_capacity(n * probes);
+    let mut flags = Vec::with_capacity(n);
+    for f in frames.iter() {
+        if vins.last() != Some(&f.vin) {
+            vins.push(f.vin);
+        }
+        codes.push((vins.len() - 1) as i64);
+        ts.push(f.timestamp_ms);
+        pv.push(f.pack_voltage);
+        pc.push(f.pack_current);
+        soc.push(f.soc);
+        cv.extend_from_slice(f.cell_voltages);
+        tv.extend_from_slice(f.temperatures);
+        flags.push(f.alarm_flags.map_or(-1, i64::from));
+    }
+    let d = PyDict::new(py);
+    d.set_item("vins", PyList::new(py, vins)?)?;
+    d.set_item("codes", codes.into_pyarray(py))?;
+    d.set_item("timestamp_ms", ts.into_pyarray(py))?;
+    d.set_item("pack_voltage", pv.into_pyarray(py))?;
+    d.set_item("pack_current", pc.into_pyarray(py))?;
+    d.set_item("soc", soc.into_pyarray(py))?;
+    let cv = Array2::from_shape_vec((n, cells), cv).map_err(|e| invalid(e.to_string()))?;
+    let tv = Array2::from_shape_vec((n, probes), tv).map_err(|e| invalid(e.to_string()))?;
+    d.set_item("cells", PyArray2::from_owned_array(py, cv))?;
+    d.set_item("temps", PyArray2::from_owned_array(py, tv))?;
+    d.set_item("alarm_flags", flags.into_pyarray(py))?;
+    Ok(d)
+}
+
+// ---------------------------------------------------------------------------------------
+// Model
+
+/// The f64 whose shortest decimal form is the f32's (0.2f32 → 0.2, not 0.20000000298…).
+fn f32_as_shown(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
+}
+
+/// An ONNX model with its feature contract (SPEC §7), loaded once and usable from many
+/// threads at once.
+#[pyclass(frozen, name = "Model", module = "bms._bms")]
+struct PyModel {
+    inner: Arc<Model>,
+    path: String,
+}
+
+#[pymethods]
+impl PyModel {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let shown = path.display().to_string();
+        let model = py.detach(|| Model::load(&path)).map_err(to_py_model)?;
+        Ok(PyModel {
+            inner: Arc::new(model),
+            path: shown,
+        })
+    }
+
+    /// Positive-class probability of every row of `x` (`[n, width]` float32, borrowed; float64
+    /// is converted to float32 as XGBoost and onnxruntime do).
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let x = floats2(x, "x")?;
+        let model = &self.inner;
+        let p = match &x {
+            Floats2::F32(a) => {
+                let view = a.as_array();
+                py.detach(|| model.predict(view))
+            }
+            Floats2::F64(a) => {
+                let view = a.as_array();
+                py.detach(|| model.predict(view.mapv(|v| v as f32).view()))
+            }
+        }
+        .map_err(to_py)?;
+        Ok(p.into_pyarray(py))
+    }
+
+    /// The feature contract: context, horizon, features, fill, threshold, model_id, width and
+    /// whether it was defaulted (the model carried no `bms.*` metadata).
+    #[getter]
+    fn contract<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.inner.contract();
+        let d = PyDict::new(py);
+        d.set_item("context", c.spec.context)?;
+        d.set_item("horizon", c.spec.horizon)?;
+        d.set_item(
+            "features",
+            PyList::new(py, c.spec.features.iter().map(|f| f.name()))?,
+        )?;
+        d.set_item("fill", c.spec.fill)?;
+        d.set_item("threshold", f32_as_shown(c.threshold))?;
+        d.set_item("model_id", &c.model_id)?;
+        d.set_item("width", self.inner.input_width())?;
+        d.set_item("defaulted", c.source == ContractSource::Defaulted)?;
+        Ok(d)
+    }
+
+    /// Values per input row.
+    #[getter]
+    fn width(&self) -> usize {
+        self.inner.input_width()
+    }
+
+    /// Alarm threshold on the probability.
+    #[getter]
+    fn threshold(&self) -> f64 {
+        f32_as_shown(self.inner.contract().threshold)
+    }
+
+    /// The model's identifier (from `bms.model_id`, or derived from the file's hash).
+    #[getter]
+    fn model_id(&self) -> String {
+        self.inner.contract().model_id.clone()
+    }
+
+    /// The path the model was loaded from.
+    #[getter]
+    fn path(&self) -> String {
+        self.path.clone()
+    }
+
+    /// Names of the graph outputs.
+    #[getter]
+    fn output_names(&self) -> Vec<String> {
+        self.inner.output_names().to_vec()
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.inner.contract();
+        format!(
+            "Model({:?}, model_id={:?}, context={}, features={}, threshold={})",
+            self.path,
+            c.model_id,
+            c.spec.context,
+            c.spec.features.len(),
+            c.threshold
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[pymodule]
+fn _bms(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("FRAME_FEATURE_NAMES", FRAME_FEATURE_NAMES.to_vec())?;
+    m.add(
+        "DAILY_COLUMNS",
+        DailyColumn::ALL
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>(),
+    )?;
+    m.add(
+        "REFERENCE_COLUMNS",
+        REFERENCE_COLUMNS
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>(),
+    )?;
+    m.add(
+        "EXTENDED_COLUMNS",
+        EXTENDED_COLUMNS
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>(),
+    )?;
+    m.add_function(wrap_pyfunction!(frame_features, m)?)?;
+    m.add_function(wrap_pyfunction!(daily, m)?)?;
+    m.add_function(wrap_pyfunction!(windows, m)?)?;
+    m.add_function(wrap_pyfunction!(read_daily_csv, m)?)?;
+    m.add_function(wrap_pyfunction!(read_batch_csv, m)?)?;
+    m.add_function(wrap_pyfunction!(simulate, m)?)?;
+    m.add_class::<PyModel>()?;
+    Ok(())
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Tests of the Python package bms-py: builds the wheel with maturin into a virtual
+# environment, then runs pytest (bms-py/tests), mypy's stubtest and the example
+# bms-py/examples/train_and_export.py.
+#
+#   ./scripts/test-py.sh            (from anywhere)
+#
+# The venv is $BMS_VENV (default .venv in the repository root); it is created if missing
+# and (re)installed from bms-py/requirements-test.txt when that file changes. The wheel is
+# built with the dev profile in $CARGO_TARGET_DIR (bms-core is optimised there anyway).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+VENV="${BMS_VENV:-$ROOT/.venv}"
+REQ="$ROOT/bms-py/requirements-test.txt"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "== creating venv $VENV"
+  python3 -m venv "$VENV"
+fi
+STAMP="$VENV/.bms-py-requirements.sha256"
+WANT="$(sha256sum "$REQ" | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  echo "== installing test requirements into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
+  echo "$WANT" > "$STAMP"
+fi
+
+echo "== building the bms command line (parity tests compare with it)"
+BMS_BIN="$(cargo build --bin bms --locked --message-format=json-render-diagnostics \
+  | "$VENV/bin/python" -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "bms":
+        print(m["executable"])')"
+export BMS_BIN
+echo "   $BMS_BIN"
+
+echo "== building and installing the wheel (maturin, dev profile)"
+WHEELS="$(mktemp -d)"
+trap 'rm -rf "$WHEELS"' EXIT
+"$VENV/bin/maturin" build --quiet --locked --profile dev -m bms-py/Cargo.toml \
+  -i "$VENV/bin/python" -o "$WHEELS"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall \
+  --no-deps "$WHEELS"/bms_py-*.whl
+
+# Run from outside the source tree so that `import bms` is the installed wheel.
+cd "$WHEELS"
+echo "== stubtest"
+"$VENV/bin/python" -m mypy.stubtest bms
+echo "== example: bms-py/examples/train_and_export.py"
+"$VENV/bin/python" "$ROOT/bms-py/examples/train_and_export.py" --out "$WHEELS/example"
+echo "== pytest bms-py/tests"
+"$VENV/bin/python" -m pytest -p no:cacheprovider -q "$ROOT/bms-py/tests"
