@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+./scripts/test-c.sh
