@@ -20,9 +20,9 @@ so=$(grep '/libbms\.so$' "$work/artifacts")
 a=$(grep '/libbms\.a$' "$work/artifacts")
 
 strip -o "$work/libbms.so" "$so"
-gcc -O2 -Ibms-ffi/include examples/c/monitor.c "$a" -lm -lpthread -ldl -o "$work/monitor-static"
+gcc -O2 -Ibms-ffi/include examples/c/monitor.c "$a" -lm -lpthread -ldl -Wl,-z,noexecstack -o "$work/monitor-static"
 strip "$work/monitor-static"
-gcc -O2 -Ibms-ffi/include benches/c/monitor_bench.c "$a" -lm -lpthread -ldl -o "$work/monitor_bench"
+gcc -O2 -Ibms-ffi/include benches/c/monitor_bench.c "$a" -lm -lpthread -ldl -Wl,-z,noexecstack -o "$work/monitor_bench"
 
 size() { stat -c %s "$1"; }
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -19,6 +19,9 @@
 //! (the crate has no rlib, whose file name would collide with the `bms` command's
 //! library) and call the exported functions exactly as C does.
 
+// The C signatures (frame fields one by one) are the ABI.
+#![allow(clippy::too_many_arguments)]
+
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -11,7 +11,7 @@
  * known, or for a day that closed together with later days without frames).
  *
  * Build (from the repository root, after `cargo build --release -p bms-ffi`):
- *   gcc -O2 -Ibms-ffi/include examples/c/monitor.c target/release/libbms.a -lm -lpthread -ldl -o monitor
+ *   gcc -O2 -Ibms-ffi/include examples/c/monitor.c target/release/libbms.a -lm -lpthread -ldl -Wl,-z,noexecstack -o monitor
  * Run:
  *   ./monitor models/consistency-ref14x6.onnx frames.csv [utc-offset-seconds]
  */
