@@ -20,9 +20,9 @@ if ! "$CBINDGEN" --version 2>/dev/null | grep -qx "cbindgen $CBINDGEN_VERSION"; 
   mkdir -p "$TOOLS"
   cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --root "$TOOLS"
 fi
-if ! command -v valgrind >/dev/null || ! command -v gcc >/dev/null; then
-  echo "== installing gcc and valgrind"
-  apt-get update -qq && apt-get install -y -qq gcc valgrind >/dev/null
+if ! command -v valgrind >/dev/null || ! command -v gcc >/dev/null || ! command -v pkg-config >/dev/null; then
+  echo "== installing gcc, valgrind and pkg-config"
+  apt-get update -qq && apt-get install -y -qq gcc valgrind pkg-config >/dev/null
 fi
 
 work=$(mktemp -d)

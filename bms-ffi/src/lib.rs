@@ -242,7 +242,7 @@ pub extern "C" fn bms_version() -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn bms_last_error_message() -> *const c_char {
     static EMPTY: &CStr = c"";
-    catch_unwind(|| LAST_ERROR.with(|e| e.borrow().as_ptr())).unwrap_or_else(|_| EMPTY.as_ptr())
+    catch_unwind(|| LAST_ERROR.with(|e| e.borrow().as_ptr())).unwrap_or(EMPTY.as_ptr())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -255,11 +255,14 @@ pub struct BmsModel {
     id: CString,
 }
 
-// A model is shared by threads through `const bms_model *`.
+// A model is shared by threads through `const bms_model *`; a monitor may be handed from
+// one thread to another (but is never used by two at once).
 const _: () = {
     const fn shareable<T: Send + Sync>() {}
+    const fn movable<T: Send>() {}
     shareable::<Model>();
     shareable::<BmsModel>();
+    movable::<BmsMonitor>();
 };
 
 fn new_model(model: Model) -> Box<BmsModel> {
