@@ -21,12 +21,14 @@ a=$(grep '/libbms\.a$' "$work/artifacts")
 
 strip -o "$work/libbms.so" "$so"
 gcc -O2 -Ibms-ffi/include examples/c/monitor.c "$a" -lm -lpthread -ldl -Wl,-z,noexecstack -o "$work/monitor-static"
-strip "$work/monitor-static"
+gcc -O2 -Ibms-ffi/include examples/c/monitor.c "$a" -lm -lpthread -ldl -Wl,-z,noexecstack -Wl,--gc-sections \
+  -o "$work/monitor-static-gc"
+strip "$work/monitor-static" "$work/monitor-static-gc"
 gcc -O2 -Ibms-ffi/include benches/c/monitor_bench.c "$a" -lm -lpthread -ldl -Wl,-z,noexecstack -o "$work/monitor_bench"
 
 size() { stat -c %s "$1"; }
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "libbms.so: $(size "$so") bytes unstripped, $(size "$work/libbms.so") bytes stripped"
 echo "libbms.a: $(size "$a") bytes"
-echo "examples/c/monitor.c linked statically with libbms.a, stripped: $(size "$work/monitor-static") bytes"
+echo "examples/c/monitor.c linked statically with libbms.a, stripped: $(size "$work/monitor-static") bytes; with -Wl,--gc-sections: $(size "$work/monitor-static-gc") bytes"
 "$work/monitor_bench" models/consistency-ref14x6.onnx "${1:-2000000}"

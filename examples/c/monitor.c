@@ -5,13 +5,14 @@
  *
  *   vin,date,frames,alarm_day,predicted_prob,predicted_alarm
  *
- * `alarm_day` is 1 when a frame of that day carried the consistency alarm (bit 10);
+ * `alarm_day` is 1 when a frame of that day carried the consistency alarm (bit 10), 0
+ * when none did, empty for a day without frames;
  * `predicted_prob` is the model's probability for the window of the C days ending with
  * that day, i.e. of an alarm in the next H days (empty while fewer than C days are
  * known, or for a day that closed together with later days without frames).
  *
  * Build (from the repository root, after `cargo build --release -p bms-ffi`):
- *   gcc -O2 -Ibms-ffi/include examples/c/monitor.c target/release/libbms.a -lm -lpthread -ldl -Wl,-z,noexecstack -o monitor
+ *   gcc -O2 -Ibms-ffi/include examples/c/monitor.c target/release/libbms.a -lm -lpthread -ldl -Wl,-z,noexecstack,--gc-sections -o monitor
  * Run:
  *   ./monitor models/consistency-ref14x6.onnx frames.csv [utc-offset-seconds]
  */
@@ -45,7 +46,7 @@ static int report(bms_monitor *m, const char *vin, uint64_t *closed_before, floa
         }
         char date[11];
         day_to_date(row.day, date);
-        printf("%s,%s,%.0f,%s,", vin, date, row.frames, row.label == 1.0 ? "1" : "0");
+        printf("%s,%s,%.0f,%s,", vin, date, row.frames, isnan(row.label) ? "" : row.label == 1.0 ? "1" : "0");
         if (age == 0 && s == BMS_STATUS_OK) {
             printf("%.6f,%d\n", prob, prob >= threshold);
         } else {
