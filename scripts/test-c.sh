@@ -63,7 +63,9 @@ libdir=$(dirname "$so")
 echo "== compiling the C tests and example (shared and static)"
 CFLAGS=(-std=c99 -O1 -g -Wall -Wextra -Werror -Ibms-ffi/include)
 # tract-linalg's assembly objects carry no .note.GNU-stack: ask for a non-executable stack.
-STATIC_LIBS=(-lm -lpthread -ldl -lrt -Wl,-z,noexecstack)
+# --gc-sections and -S (no debug info from the archive) keep each static test binary at
+# tens of MB instead of hundreds (the debug libbms.a is ~0.9 GB).
+STATIC_LIBS=(-lm -lpthread -ldl -lrt -Wl,-z,noexecstack,--gc-sections,-S)
 for prog in tests/c/errors.c tests/c/equivalence.c examples/c/monitor.c; do
   name=$(basename "$prog" .c)
   gcc "${CFLAGS[@]}" "$prog" -L"$libdir" -lbms -Wl,-rpath,"$libdir" -lm -o "$work/$name-shared"
@@ -81,7 +83,7 @@ echo "== bms.pc (pkg-config) from bms-ffi/bms.pc.in"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 prefix="$work/prefix"
 mkdir -p "$prefix/lib/pkgconfig" "$prefix/include"
-cp "$so" "$a" "$prefix/lib/" && cp bms-ffi/include/bms.h "$prefix/include/"
+ln -s "$so" "$prefix/lib/libbms.so" && ln -s "$(pwd)/bms-ffi/include/bms.h" "$prefix/include/bms.h"
 sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" bms-ffi/bms.pc.in >"$prefix/lib/pkgconfig/bms.pc"
 [[ $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --modversion bms) == "$version" ]]
 # shellcheck disable=SC2046
