@@ -244,14 +244,14 @@ bms_status bms_model_predict(const struct bms_model *model,
 //
 // # Safety
 // `cells`/`temps` point to `n_cells`/`n_temps` doubles; `out` is NULL or writable.
-bms_status bms_frame_compute_features(uint32_t chemistry_code,
+bms_status bms_frame_compute_features(uint32_t chemistry,
                                       double alarm_spread_v,
                                       double soc,
                                       const double *cells,
                                       size_t n_cells,
                                       const double *temps,
                                       size_t n_temps,
-                                      int64_t flags,
+                                      int64_t alarm_flags,
                                       struct bms_frame_features *out);
 
 // The default configuration: UTC days, NMC, 0.10 V.
@@ -297,7 +297,7 @@ bms_status bms_monitor_push_frame(struct bms_monitor *monitor,
                                   size_t n_cells,
                                   const double *temps,
                                   size_t n_temps,
-                                  int64_t flags);
+                                  int64_t alarm_flags);
 
 // Moves the monitor's clock to `timestamp_ms` without a frame: if that is on a later
 // calendar day than the open day, the open day and any empty days before it are closed

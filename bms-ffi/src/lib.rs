@@ -203,7 +203,7 @@ fn write<T>(p: *mut T, value: T) {
     unsafe { p.write(value) }
 }
 
-fn chemistry(code: u32) -> FfiResult<Chemistry> {
+fn parse_chemistry(code: u32) -> FfiResult<Chemistry> {
     match code {
         0 => Ok(Chemistry::Nmc),
         1 => Ok(Chemistry::Lfp),
@@ -214,7 +214,7 @@ fn chemistry(code: u32) -> FfiResult<Chemistry> {
     }
 }
 
-fn alarm_flags(flags: i64) -> FfiResult<Option<u32>> {
+fn parse_alarm_flags(flags: i64) -> FfiResult<Option<u32>> {
     match flags {
         BMS_NO_ALARM_FLAGS => Ok(None),
         f => u32::try_from(f).map(Some).map_err(|_| {
@@ -511,19 +511,19 @@ fn index(i: Option<usize>) -> i64 {
 /// `cells`/`temps` point to `n_cells`/`n_temps` doubles; `out` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bms_frame_compute_features(
-    chemistry_code: u32,
+    chemistry: u32,
     alarm_spread_v: f64,
     soc: f64,
     cells: *const f64,
     n_cells: usize,
     temps: *const f64,
     n_temps: usize,
-    flags: i64,
+    alarm_flags: i64,
     out: *mut BmsFrameFeatures,
 ) -> BmsStatus {
     boundary("bms_frame_compute_features", || {
         let config = FeatureConfig::new(
-            OcvCurve::for_chemistry(chemistry(chemistry_code)?),
+            OcvCurve::for_chemistry(parse_chemistry(chemistry)?),
             alarm_spread_v,
         )?;
         let frame = frame_ref(
@@ -535,7 +535,7 @@ pub unsafe extern "C" fn bms_frame_compute_features(
             n_cells,
             temps,
             n_temps,
-            flags,
+            alarm_flags,
         )?;
         let out = out_ptr(out, "out")?;
         let f = frame_features(&frame, &config);
@@ -596,7 +596,7 @@ fn frame_ref<'a>(
         soc,
         cell_voltages,
         temperatures,
-        alarm_flags: alarm_flags(flags)?,
+        alarm_flags: parse_alarm_flags(flags)?,
     })
 }
 
@@ -811,7 +811,7 @@ pub unsafe extern "C" fn bms_monitor_new(
         let out = out_ptr(out, "out")?;
         let utc = UtcOffset::from_seconds(config.utc_offset_seconds)?;
         let features = FeatureConfig::new(
-            OcvCurve::for_chemistry(chemistry(config.chemistry)?),
+            OcvCurve::for_chemistry(parse_chemistry(config.chemistry)?),
             config.alarm_spread_v,
         )?;
         let spec = &m.model.contract().spec;
@@ -876,7 +876,7 @@ pub unsafe extern "C" fn bms_monitor_push_frame(
     n_cells: usize,
     temps: *const f64,
     n_temps: usize,
-    flags: i64,
+    alarm_flags: i64,
 ) -> BmsStatus {
     boundary("bms_monitor_push_frame", || {
         let m = non_null_mut(monitor, "monitor")?;
@@ -889,7 +889,7 @@ pub unsafe extern "C" fn bms_monitor_push_frame(
             n_cells,
             temps,
             n_temps,
-            flags,
+            alarm_flags,
         )?;
         let day = m.admit(timestamp_ms, true)?;
         let features = frame_features(&frame, &m.features);
