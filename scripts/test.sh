@@ -8,3 +8,4 @@ cd "$(dirname "$0")/.."
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 ./scripts/test-py.sh
+./scripts/test-c.sh
