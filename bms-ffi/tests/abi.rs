@@ -7,6 +7,7 @@
 #[allow(dead_code)]
 #[path = "../src/lib.rs"]
 mod bms;
+mod common;
 
 use std::ffi::{CStr, CString};
 use std::ptr;
@@ -14,65 +15,9 @@ use std::ptr;
 use bms::*;
 use bms_core::daily::{DailyRow, VehicleAggregator, day_of_date};
 use bms_core::features::frame_features;
-use bms_core::simulate::{SimConfig, for_each_frame};
-use bms_core::{DailyTable, Frame, Model, windows};
-
-fn model_path() -> CString {
-    CString::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../models/consistency-ref14x6.onnx"
-    ))
-    .unwrap()
-}
-
-fn last_error() -> String {
-    unsafe { CStr::from_ptr(bms_last_error_message()) }
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn load_model() -> *mut BmsModel {
-    let mut m = ptr::null_mut();
-    let s = unsafe { bms_model_load(model_path().as_ptr(), &mut m) };
-    assert_eq!(s, BmsStatus::Ok, "{}", last_error());
-    assert!(!m.is_null());
-    m
-}
-
-fn new_monitor(model: *const BmsModel) -> *mut BmsMonitor {
-    let mut mon = ptr::null_mut();
-    let s = unsafe { bms_monitor_new(model, ptr::null(), &mut mon) };
-    assert_eq!(s, BmsStatus::Ok, "{}", last_error());
-    mon
-}
-
-fn push(mon: *mut BmsMonitor, f: &Frame) -> BmsStatus {
-    unsafe {
-        bms_monitor_push_frame(
-            mon,
-            f.timestamp_ms,
-            f.pack_voltage,
-            f.pack_current,
-            f.soc,
-            f.cell_voltages.as_ptr(),
-            f.cell_voltages.len(),
-            f.temperatures.as_ptr(),
-            f.temperatures.len(),
-            f.alarm_flags.map_or(BMS_NO_ALARM_FLAGS, i64::from),
-        )
-    }
-}
-
-fn vehicle_frames(config: &SimConfig, index: usize) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    for_each_frame(config, index, |f| {
-        frames.push(f.to_owned());
-        Ok(())
-    })
-    .unwrap();
-    frames
-}
+use bms_core::simulate::SimConfig;
+use bms_core::{DailyTable, Model, windows};
+use common::{last_error, load_model, model_path, new_monitor, push, vehicle_frames};
 
 fn same(a: f64, b: f64) -> bool {
     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())

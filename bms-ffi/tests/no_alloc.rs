@@ -5,15 +5,15 @@
 #[allow(dead_code)]
 #[path = "../src/lib.rs"]
 mod bms;
+#[allow(dead_code)]
+mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::ffi::CString;
-use std::ptr;
 
 use bms::*;
-use bms_core::Frame;
-use bms_core::simulate::{SimConfig, for_each_frame};
+use bms_core::simulate::SimConfig;
+use common::{load_model, new_monitor, push, vehicle_frames};
 
 struct Counting;
 
@@ -63,27 +63,13 @@ fn push_frame_does_not_allocate() {
         cells: 96,
         ..SimConfig::default()
     };
-    let mut frames: Vec<Frame> = Vec::new();
-    for_each_frame(&config, 0, |f| {
-        frames.push(f.to_owned());
-        Ok(())
-    })
-    .unwrap();
+    let mut frames = vehicle_frames(&config, 0);
     // Half the frames without alarm flags: the spread rule path too.
     for f in frames.iter_mut().step_by(2) {
         f.alarm_flags = None;
     }
-    let path = CString::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../models/consistency-ref14x6.onnx"
-    ))
-    .unwrap();
-    let mut model = ptr::null_mut();
-    let mut mon = ptr::null_mut();
-    unsafe {
-        assert_eq!(bms_model_load(path.as_ptr(), &mut model), BmsStatus::Ok);
-        assert_eq!(bms_monitor_new(model, ptr::null(), &mut mon), BmsStatus::Ok);
-    }
+    let model = load_model();
+    let mon = new_monitor(model);
 
     // The counter works: a Vec allocates.
     let before = allocations();
@@ -92,20 +78,7 @@ fn push_frame_does_not_allocate() {
 
     let before = allocations();
     for f in &frames {
-        let s = unsafe {
-            bms_monitor_push_frame(
-                mon,
-                f.timestamp_ms,
-                f.pack_voltage,
-                f.pack_current,
-                f.soc,
-                f.cell_voltages.as_ptr(),
-                f.cell_voltages.len(),
-                f.temperatures.as_ptr(),
-                f.temperatures.len(),
-                f.alarm_flags.map_or(BMS_NO_ALARM_FLAGS, i64::from),
-            )
-        };
+        let s = push(mon, f);
         assert_eq!(s, BmsStatus::Ok);
     }
     let pushes = allocations() - before;
