@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TOL, assert_close};
+use common::{TOL, assert_close, floats};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -31,14 +31,6 @@ struct Golden {
     onnxruntime: Vec<f32>,
     framework_label: Option<Vec<i64>>,
     onnxruntime_label: Option<Vec<i64>>,
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().map_or(f32::NAN, |f| f as f32))
-        .collect()
 }
 
 fn ints(v: Option<&Value>) -> Option<Vec<i64>> {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TOL, assert_close};
+use common::{TOL, assert_close, floats};
 use std::path::PathBuf;
 
 use bms_core::DailyColumn;
@@ -22,14 +22,6 @@ struct Golden {
     rows: Array2<f32>,
     xgboost: Vec<f32>,
     onnxruntime: Vec<f32>,
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().map_or(f32::NAN, |f| f as f32))
-        .collect()
 }
 
 fn golden(name: &str) -> Golden {

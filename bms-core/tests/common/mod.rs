@@ -14,3 +14,12 @@ pub fn assert_close(name: &str, what: &str, got: &[f32], want: &[f32]) {
         );
     }
 }
+
+/// A JSON array of numbers as `f32`, `null` read as NaN (how the golden files write NaN).
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().map_or(f32::NAN, |f| f as f32))
+        .collect()
+}
