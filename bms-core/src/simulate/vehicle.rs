@@ -113,7 +113,8 @@ pub(crate) struct Vehicle<'a> {
     sd_base: Vec<f64>,
     soc_min: f64,
     soc_sum: f64,
-    mv_sum: i64,
+    /// Sum of the cell readings of the current step, whole millivolts (exact in `f64`).
+    mv_sum: f64,
     /// Lowest and highest cell reading of the current step, whole millivolts.
     mv_range: (f64, f64),
     probe_offset: Vec<f64>,
@@ -215,7 +216,7 @@ impl<'a> Vehicle<'a> {
             now_ms: start_ms,
             soc_min: soc.iter().copied().fold(f64::INFINITY, f64::min),
             soc_sum: mean_soc * n as f64,
-            mv_sum: 0,
+            mv_sum: 0.0,
             mv_range: (0.0, 0.0),
             k_base: k.clone(),
             k,
@@ -481,7 +482,7 @@ impl<'a> Vehicle<'a> {
             let frame = FrameRef {
                 vin: &self.vin,
                 timestamp_ms: t,
-                pack_voltage: self.mv_sum as f64 / 1000.0,
+                pack_voltage: self.mv_sum / 1000.0,
                 pack_current: (current * 10.0).round() / 10.0,
                 soc: self.soc_cc.round().clamp(0.0, 100.0),
                 cell_voltages: &self.cell_v,
@@ -526,7 +527,7 @@ impl<'a> Vehicle<'a> {
         let s = step_cells(cells, &self.ocv.volts, &p);
         self.soc_min = s.soc_min;
         self.soc_sum = s.soc_sum;
-        self.mv_sum = s.mv_sum as i64;
+        self.mv_sum = s.mv_sum;
         self.mv_range = (s.mv_min, s.mv_max);
     }
 }
@@ -550,6 +551,24 @@ struct Cells<'a> {
     out: &'a mut [f64],
     /// Scratch: the OCV grid position, then the OCV.
     pos: &'a mut [f64],
+}
+
+impl Cells<'_> {
+    /// The number of cells, after asserting that every slice has it and that `table` is
+    /// the full OCV grid: the unchecked reads of both step paths rely on this.
+    fn checked_len(&self, table: &[f64]) -> usize {
+        let n = self.soc.len();
+        assert!(
+            self.k.len() == n
+                && self.sd.len() == n
+                && self.r.len() == n
+                && self.noise.len() == n
+                && self.out.len() == n
+                && self.pos.len() == n
+        );
+        assert!(table.len() == OCV_POINTS);
+        n
+    }
 }
 
 /// What one step reports about the pack (sums of whole millivolts are exact in `f64`).
@@ -664,16 +683,7 @@ fn ocv_at(table: &[f64], x: f64) -> f64 {
 /// Cells past the last whole group go through the same per-cell functions.
 #[inline(always)]
 fn step_cells_body(c: Cells<'_>, table: &[f64], p: &StepParams) -> StepSummary {
-    let n = c.soc.len();
-    assert!(
-        c.k.len() == n
-            && c.sd.len() == n
-            && c.r.len() == n
-            && c.noise.len() == n
-            && c.out.len() == n
-            && c.pos.len() == n
-    );
-    assert!(table.len() == OCV_POINTS);
+    let n = c.checked_len(table);
     let whole = n - n % LANES;
     let mut sums = LaneSums {
         soc_min: [f64::INFINITY; LANES],
@@ -744,16 +754,7 @@ fn step_cells_body(c: Cells<'_>, table: &[f64], p: &StepParams) -> StepSummary {
 fn step_cells_avx2(c: Cells<'_>, table: &[f64], p: &StepParams) -> StepSummary {
     use std::arch::x86_64::*;
     const TOP: f64 = (OCV_POINTS - 1) as f64 - 1e-9;
-    let n = c.soc.len();
-    assert!(
-        c.k.len() == n
-            && c.sd.len() == n
-            && c.r.len() == n
-            && c.noise.len() == n
-            && c.out.len() == n
-            && c.pos.len() == n
-    );
-    assert!(table.len() == OCV_POINTS);
+    let n = c.checked_len(table);
     let whole = n - n % LANES;
     let set = |x: f64| _mm256_set1_pd(x);
     let (charge, dt, floor, bleed, current) = (
