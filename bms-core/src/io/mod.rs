@@ -143,6 +143,11 @@ impl AtomicFile {
         self.tmp.as_mut().expect("live").as_file_mut()
     }
 
+    /// The temporary file's path (for writers that open it themselves).
+    pub fn path(&self) -> &Path {
+        self.tmp.as_ref().expect("live").path()
+    }
+
     pub fn commit(mut self) -> Result<()> {
         let tmp = self.tmp.take().expect("live");
         tmp.as_file()
@@ -172,6 +177,19 @@ pub(crate) fn write_atomic(
 /// field as NaN. Infinities are refused (no sensor reports them). Every text input of the
 /// project (files, HTTP bodies) reads numbers through this one function.
 pub fn parse_f64(field: &[u8]) -> std::result::Result<f64, String> {
+    // The common case first: a plain number with no spaces around it.
+    if let (Some(a), Some(z)) = (field.first(), field.last())
+        && (a.is_ascii_digit() || *a == b'-' || *a == b'.')
+        && z.is_ascii_digit()
+        && let Ok(t) = std::str::from_utf8(field)
+        && let Ok(v) = t.parse::<f64>()
+    {
+        return if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(format!("'{t}' is not a finite number"))
+        };
+    }
     let s = std::str::from_utf8(field).map_err(|_| "not valid UTF-8".to_owned())?;
     let t = s.trim();
     if t.is_empty() || t.eq_ignore_ascii_case("nan") {
@@ -209,7 +227,9 @@ pub(crate) fn fmt_f32(out: &mut String, v: f32) {
 pub(crate) struct LineReader<R> {
     r: R,
     buf: Vec<u8>,
+    /// The unquoted fields of a line with quotes; `bounds` then index this, else `buf`.
     data: Vec<u8>,
+    quoted: bool,
     bounds: Vec<(usize, usize)>,
     line: u64,
     file: Option<PathBuf>,
@@ -242,6 +262,7 @@ impl<R: std::io::BufRead> LineReader<R> {
             r,
             buf: Vec::with_capacity(4096),
             data: Vec::with_capacity(4096),
+            quoted: false,
             bounds: Vec::new(),
             line: 0,
             file: file.map(Path::to_path_buf),
@@ -275,7 +296,7 @@ impl<R: std::io::BufRead> LineReader<R> {
                 return Ok(Some(Err(e)));
             }
             return Ok(Some(Ok(Record {
-                data: &self.data,
+                data: if self.quoted { &self.data } else { &self.buf },
                 bounds: &self.bounds,
                 line: self.line,
             })));
@@ -286,14 +307,13 @@ impl<R: std::io::BufRead> LineReader<R> {
         self.data.clear();
         self.bounds.clear();
         let line = &self.buf[..end];
-        if !line.contains(&b'"') {
-            self.data.extend_from_slice(line);
+        self.quoted = memchr::memchr(b'"', line).is_some();
+        if !self.quoted {
+            // Fields are ranges of the line itself.
             let mut start = 0;
-            for (i, &b) in line.iter().enumerate() {
-                if b == b',' {
-                    self.bounds.push((start, i));
-                    start = i + 1;
-                }
+            for i in memchr::memchr_iter(b',', line) {
+                self.bounds.push((start, i));
+                start = i + 1;
             }
             self.bounds.push((start, line.len()));
             return Ok(());
