@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bulk;
 pub mod parquet;
 pub mod sqlite;
 
@@ -105,15 +106,16 @@ pub fn event_id(vin: &str, date: NaiveDate, model_id: &str) -> String {
     b.copy_from_slice(&d[..16]);
     b[6] = (b[6] & 0x0f) | 0x80; // version 8
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(char::from(HEX[usize::from(x >> 4)]));
+        id.push(char::from(HEX[usize::from(x & 15)]));
+    }
+    id
 }
 
 /// `YYYY-MM-DD` (what `date.format("%Y-%m-%d")` gives, without parsing a format string
@@ -176,11 +178,33 @@ fn push_json_f32(out: &mut String, v: f32) {
     }
 }
 
+/// The feature keys of the stored-event JSON, quoted and escaped once per run
+/// (`,"total_voltage_14":` …) instead of once per event.
+#[derive(Debug, Clone)]
+pub struct EventKeys(Vec<String>);
+
+impl EventKeys {
+    /// Keys for `names`, usually [`event_field_names`] of the model's spec.
+    pub fn new(names: &[String]) -> Self {
+        EventKeys(
+            names
+                .iter()
+                .map(|n| {
+                    let mut k = String::from(",");
+                    push_json_str(&mut k, n);
+                    k.push(':');
+                    k
+                })
+                .collect(),
+        )
+    }
+}
+
 /// Appends the stored-event JSON of `p` (compact separators, no newline) to `out`:
 /// `{"request_id":…,"vin":…,"date":"YYYY-MM-DD","predicted_prob":p,<feature names>…}`.
-/// `names` are [`event_field_names`] of the model's spec; features beyond `names` are
+/// `keys` come from [`event_field_names`] of the model's spec; features beyond them are
 /// not written, and a non-finite value is written as `null`.
-pub fn write_event_json(out: &mut String, p: &Prediction, names: &[String]) {
+pub fn write_event_json(out: &mut String, p: &Prediction, keys: &EventKeys) {
     out.push('{');
     push_json_str(out, EVENT_ID_FIELD);
     out.push(':');
@@ -191,10 +215,8 @@ pub fn write_event_json(out: &mut String, p: &Prediction, names: &[String]) {
     out.push_str(&iso_date(p.date));
     out.push_str("\",\"predicted_prob\":");
     push_json_f32(out, p.predicted_prob);
-    for (name, &v) in names.iter().zip(&p.features) {
-        out.push(',');
-        push_json_str(out, name);
-        out.push(':');
+    for (key, &v) in keys.0.iter().zip(&p.features) {
+        out.push_str(key);
         push_json_f32(out, v);
     }
     out.push('}');
@@ -207,7 +229,7 @@ pub fn write_event_json(out: &mut String, p: &Prediction, names: &[String]) {
 pub struct EventLog {
     path: PathBuf,
     file: File,
-    names: Vec<String>,
+    keys: EventKeys,
     buf: String,
 }
 
@@ -221,7 +243,7 @@ impl EventLog {
         Ok(EventLog {
             path: path.to_path_buf(),
             file,
-            names,
+            keys: EventKeys::new(&names),
             buf: String::new(),
         })
     }
@@ -230,7 +252,7 @@ impl EventLog {
     pub fn append(&mut self, preds: &[Prediction]) -> Result<()> {
         self.buf.clear();
         for p in preds {
-            write_event_json(&mut self.buf, p, &self.names);
+            write_event_json(&mut self.buf, p, &self.keys);
             self.buf.push('\n');
         }
         self.file
@@ -295,6 +317,9 @@ mod tests {
             );
         }
         assert_eq!(&a[14..15], "8", "version nibble");
+        // SPEC §8 pinned: SHA-256("V1" 0x1F "2024-01-02" 0x1F "m"), first 16 bytes, version
+        // and variant bits set, 8-4-4-4-12 (computed independently with Python's hashlib).
+        assert_eq!(a, "23b8fca6-3efb-8cd2-a8e9-5f9702387797");
     }
 
     #[test]
@@ -311,11 +336,11 @@ mod tests {
     fn event_json_escapes_and_nulls() {
         let p = Prediction::new("V\"1", d("2024-01-02"), 0.25, 0.5, "m", vec![1.5, f32::NAN]);
         let mut s = String::new();
-        write_event_json(&mut s, &p, &["a_2".into(), "a_1".into()]);
+        write_event_json(&mut s, &p, &EventKeys::new(&["a_2".into(), "a\"1".into()]));
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["vin"], "V\"1");
         assert_eq!(v["a_2"], 1.5);
-        assert!(v["a_1"].is_null());
+        assert!(v["a\"1"].is_null(), "keys are escaped too: {s}");
         assert_eq!(v["predicted_prob"], 0.25);
         assert!(!p.alarm);
     }
