@@ -13,14 +13,15 @@ use bms_core::io::{self, AtomicFile, ReadMode, Reject};
 use bms_core::model::{ContractSource, Model};
 use bms_core::{DailyConfig, DailyTable, FeatureConfig, UtcOffset, WindowKey};
 use clap::{Args, ValueEnum};
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 
 use super::daily::ocv_curve;
 use super::{FileKind, report_counts};
+use crate::store::bulk::BulkWriter;
 use crate::store::parquet::PredictionsParquet;
 use crate::store::{
-    EVENTS_FILE, Prediction, REJECTS_FILE, SQLITE_FILE, SUMMARY_FILE, SqliteStore,
+    EVENTS_FILE, EventKeys, Prediction, REJECTS_FILE, SQLITE_FILE, SUMMARY_FILE, SqliteStore,
     event_field_names, write_event_json,
 };
 
@@ -329,67 +330,68 @@ pub fn print_summary(s: &Summary, out: Option<&Path>) {
     );
 }
 
-/// A chunk of windows ready to score.
+/// Windows ready to score, in parts that are scored on separate cores.
 struct Chunk {
+    parts: Vec<Part>,
+}
+
+struct Part {
     keys: Vec<WindowKey>,
     x: Array2<f32>,
 }
 
+/// Rows per part when a chunk is cut from an in-memory table.
+const PART_ROWS: usize = 4096;
+
 /// Where scored chunks go.
 trait Sink {
-    fn write(&mut self, preds: Vec<Prediction>, events: String) -> Result<()>;
+    fn write(&mut self, preds: Vec<Prediction>) -> Result<()>;
 }
 
-/// Scores a chunk on all cores and builds its predictions and event lines.
+/// Scores a chunk's parts on all cores; returns the predictions in input order and, with
+/// `with_events`, their event lines (one string per part).
 fn score_chunk(
     model: &Model,
     chunk: Chunk,
     threshold: f32,
-    names: &[String],
+    keys: &EventKeys,
     with_events: bool,
-) -> Result<(Vec<Prediction>, String)> {
-    const PART: usize = 4096;
-    let n = chunk.keys.len();
-    let parts: Vec<ArrayView2<f32>> = chunk.x.axis_chunks_iter(Axis(0), PART).collect();
-    let probs: Vec<Vec<f32>> = parts
-        .par_iter()
-        .map(|v| model.predict(v.view()).map(|p| p.to_vec()))
-        .collect::<bms_core::Result<_>>()?;
-    let probs: Vec<f32> = probs.into_iter().flatten().collect();
-    debug_assert_eq!(probs.len(), n);
+) -> Result<(Vec<Prediction>, Vec<String>)> {
     let model_id = &model.contract().model_id;
-    let preds: Vec<Prediction> = chunk
-        .keys
+    let scored = chunk
+        .parts
         .into_par_iter()
-        .zip(probs.into_par_iter())
-        .enumerate()
-        .map(|(i, (k, p))| {
-            Prediction::new(
-                &k.vin,
-                k.date,
-                p,
-                threshold,
-                model_id,
-                chunk.x.row(i).to_vec(),
-            )
-        })
-        .collect();
-    let events = if with_events {
-        preds
-            .par_chunks(2048)
-            .map(|ps| {
-                let mut s = String::with_capacity(ps.len() * 2048);
-                for p in ps {
-                    write_event_json(&mut s, p, names);
-                    s.push('\n');
+        .map(|part| -> bms_core::Result<(Vec<Prediction>, String)> {
+            let probs = model.predict(part.x.view())?;
+            debug_assert_eq!(probs.len(), part.keys.len());
+            let preds: Vec<Prediction> = part
+                .keys
+                .iter()
+                .zip(probs.iter())
+                .zip(part.x.rows())
+                .map(|((k, &p), row)| {
+                    Prediction::new(&k.vin, k.date, p, threshold, model_id, row.to_vec())
+                })
+                .collect();
+            let mut events = String::new();
+            if with_events {
+                // Room for the longest events (36-character keys, 15-character floats): one
+                // allocation, never a copy of a grown string.
+                events.reserve(preds.len() * (256 + 52 * part.x.ncols()));
+                for p in &preds {
+                    write_event_json(&mut events, p, keys);
+                    events.push('\n');
                 }
-                s
-            })
-            .collect::<Vec<String>>()
-            .concat()
-    } else {
-        String::new()
-    };
+            }
+            Ok((preds, events))
+        })
+        .collect::<bms_core::Result<Vec<_>>>()?;
+    let mut preds = Vec::with_capacity(scored.iter().map(|s| s.0.len()).sum());
+    let mut events = Vec::with_capacity(scored.len());
+    for (p, e) in scored {
+        preds.extend(p);
+        events.push(e);
+    }
     Ok((preds, events))
 }
 
@@ -452,18 +454,22 @@ fn for_each_chunk(
     let n = batch.len();
     let mut keys = batch.keys.into_iter();
     for (i, x) in batch.x.axis_chunks_iter(Axis(0), chunk_lines()).enumerate() {
-        let k: Vec<WindowKey> = keys.by_ref().take(x.nrows()).collect();
-        progress.inc(k.len() as u64);
-        each(Chunk {
-            keys: k,
-            x: x.to_owned(),
-        })?;
+        let parts = x
+            .axis_chunks_iter(Axis(0), PART_ROWS)
+            .map(|x| Part {
+                keys: keys.by_ref().take(x.nrows()).collect(),
+                x: x.to_owned(),
+            })
+            .collect();
+        progress.inc(x.nrows() as u64);
+        each(Chunk { parts })?;
         debug_assert!(i * chunk_lines() < n);
     }
     Ok((read, rejects))
 }
 
-/// The batch CSV in chunks of [`CHUNK_LINES`] lines, parsed on all cores.
+/// The batch CSV in chunks of at most [`CHUNK_LINES`] lines (and about [`CHUNK_BYTES`]),
+/// read by a thread of its own and parsed on all cores, one part per core at a time.
 fn batch_chunks(
     model: &Model,
     options: &RunOptions,
@@ -474,83 +480,170 @@ fn batch_chunks(
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     progress.set_len(file.metadata().map(|m| m.len()).unwrap_or(0));
-    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
     let width = model.input_width();
     let mut read = 0u64;
     let mut rejects = Vec::new();
-    let mut first_line = 1u64; // physical line number of the chunk's first line
-    let mut buf: Vec<u8> = Vec::new();
+    // Blocks come from the reader thread; their buffers go back to it for reuse.
+    let (block_tx, block_rx) = mpsc::sync_channel::<Result<Block>>(1);
+    let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| -> Result<()> {
+        let limits = BlockLimits {
+            max_lines: chunk_lines(),
+            chunk_bytes: CHUNK_BYTES,
+            part_bytes: PART_BYTES,
+        };
+        scope.spawn(move || read_blocks(file, path, limits, &block_tx, &spare_rx));
+        for block in block_rx {
+            let block = block?;
+            progress.inc(block.buf.len() as u64);
+            let reports = block
+                .parts
+                .par_iter()
+                .map(|&(a, b, line0)| {
+                    read_batch_csv_from(
+                        &block.buf[a..b],
+                        Some(path),
+                        BatchOptions {
+                            width,
+                            labels: false,
+                            mode: ReadMode::Lenient,
+                        },
+                    )
+                    .map(|rep| (rep, line0))
+                })
+                .collect::<bms_core::Result<Vec<_>>>()?;
+            let _ = spare_tx.send(block.buf);
+            let mut parts = Vec::with_capacity(reports.len());
+            for (rep, line0) in reports {
+                read += rep.read;
+                for rj in rep.rejects {
+                    let line = rj.line + line0 - 1;
+                    if options.strict {
+                        bail!("{}, line {line}: {}", path.display(), rj.reason);
+                    }
+                    rejects.push(Reject {
+                        line,
+                        reason: rj.reason,
+                    });
+                }
+                if !rep.data.keys.is_empty() {
+                    parts.push(Part {
+                        keys: rep.data.keys,
+                        x: rep.data.x,
+                    });
+                }
+            }
+            if !parts.is_empty() {
+                each(Chunk { parts })?;
+            }
+        }
+        // Dropping the receiver (an early error above) stops the reader at its next send.
+        Ok(())
+    })?;
+    Ok((read, rejects))
+}
+
+/// Bytes per block read from a batch CSV (whole lines; more when one line is longer).
+const CHUNK_BYTES: usize = 32 << 20;
+/// Bytes per part of a block, the unit parsed and scored on one core.
+const PART_BYTES: usize = 4 << 20;
+
+/// Whole lines of a batch CSV: `parts` are `(start, end, number of the first line)` in
+/// `buf`, each ending after a newline (the last may end at the end of the file).
+struct Block {
+    buf: Vec<u8>,
+    parts: Vec<(usize, usize, u64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BlockLimits {
+    max_lines: usize,
+    chunk_bytes: usize,
+    part_bytes: usize,
+}
+
+/// The reader thread of [`batch_chunks`]: cuts the input into blocks of at most
+/// `max_lines` lines and about `chunk_bytes` (whole lines), in parts of about
+/// `part_bytes`, reusing the buffers that come back through `spare`.
+fn read_blocks(
+    mut file: impl Read,
+    path: &Path,
+    limits: BlockLimits,
+    tx: &mpsc::SyncSender<Result<Block>>,
+    spare: &mpsc::Receiver<Vec<u8>>,
+) {
+    let BlockLimits {
+        max_lines,
+        chunk_bytes,
+        part_bytes,
+    } = limits;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut eof = false;
+    let mut next_line = 1u64;
     loop {
+        let mut buf = spare.try_recv().unwrap_or_default();
         buf.clear();
-        // Line starts within buf, to cut it into parts for the cores.
-        let mut starts = Vec::with_capacity(chunk_lines());
-        for _ in 0..chunk_lines() {
-            let at = buf.len();
-            let n = r
-                .read_until(b'\n', &mut buf)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if n == 0 {
+        buf.extend_from_slice(&carry);
+        carry.clear();
+        // Fill to chunk_bytes, and beyond until the block holds a newline.
+        let mut want = chunk_bytes.max(1);
+        let mut scanned = 0;
+        loop {
+            if buf.len() < want && !eof {
+                let limit = (want - buf.len()) as u64;
+                match (&mut file).take(limit).read_to_end(&mut buf) {
+                    Ok(0) => eof = true,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(anyhow::Error::new(e)
+                                .context(format!("reading {}", path.display()))));
+                        return;
+                    }
+                }
+            }
+            if eof || memchr::memchr(b'\n', &buf[scanned..]).is_some() {
                 break;
             }
-            starts.push(at);
+            scanned = buf.len();
+            want = buf.len() * 2;
         }
-        if starts.is_empty() {
-            break;
+        if buf.is_empty() {
+            return;
         }
-        progress.inc(buf.len() as u64);
-        let lines = starts.len();
-        let per = lines
-            .div_ceil(rayon::current_num_threads().max(1) * 2)
-            .max(1);
-        let parts: Vec<(usize, usize, u64)> = (0..lines)
-            .step_by(per)
-            .map(|a| {
-                let b = (a + per).min(lines);
-                let end = if b < lines { starts[b] } else { buf.len() };
-                (starts[a], end, first_line + a as u64)
-            })
-            .collect();
-        let reports = parts
-            .par_iter()
-            .map(|&(a, b, line0)| {
-                read_batch_csv_from(
-                    &buf[a..b],
-                    Some(path),
-                    BatchOptions {
-                        width,
-                        labels: false,
-                        mode: ReadMode::Lenient,
-                    },
-                )
-                .map(|rep| (rep, line0))
-            })
-            .collect::<bms_core::Result<Vec<_>>>()?;
-        let mut keys = Vec::new();
-        let mut xs: Vec<ArrayView2<f32>> = Vec::new();
-        for (rep, line0) in &reports {
-            read += rep.read;
-            for rj in &rep.rejects {
-                let line = rj.line + line0 - 1;
-                if options.strict {
-                    bail!("{}, line {line}: {}", path.display(), rj.reason);
-                }
-                rejects.push(Reject {
-                    line,
-                    reason: rj.reason.clone(),
-                });
+        let mut parts = Vec::new();
+        let (mut start, mut start_line, mut lines) = (0usize, next_line, 0u64);
+        let mut end = 0usize;
+        for nl in memchr::memchr_iter(b'\n', &buf) {
+            end = nl + 1;
+            lines += 1;
+            if lines as usize >= max_lines {
+                break;
+            }
+            if end - start >= part_bytes {
+                parts.push((start, end, start_line));
+                start = end;
+                start_line = next_line + lines;
             }
         }
-        for (rep, _) in &reports {
-            keys.extend(rep.data.keys.iter().cloned());
-            xs.push(rep.data.x.view());
+        if eof && (lines as usize) < max_lines && end < buf.len() {
+            // The last line has no newline.
+            end = buf.len();
+            lines += 1;
         }
-        let x = ndarray::concatenate(Axis(0), &xs).expect("same width");
-        first_line += lines as u64;
-        if !keys.is_empty() {
-            each(Chunk { keys, x })?;
+        if end > start {
+            parts.push((start, end, start_line));
+        }
+        carry.extend_from_slice(&buf[end..]);
+        buf.truncate(end);
+        next_line += lines;
+        if tx.send(Ok(Block { buf, parts })).is_err() {
+            return; // the consumer stopped
+        }
+        if eof && carry.is_empty() {
+            return;
         }
     }
-    Ok((read, rejects))
 }
 
 /// A progress bar on a terminal, nothing otherwise.
@@ -591,7 +684,7 @@ impl Progress {
 struct StdoutSink<W: Write>(W);
 
 impl<W: Write> Sink for StdoutSink<W> {
-    fn write(&mut self, preds: Vec<Prediction>, _events: String) -> Result<()> {
+    fn write(&mut self, preds: Vec<Prediction>) -> Result<()> {
         let mut line = String::new();
         for p in &preds {
             line.clear();
@@ -635,7 +728,7 @@ fn write_stores(
     };
     for msg in rx {
         match msg {
-            Msg::Chunk(preds) => sink.write(preds, String::new())?,
+            Msg::Chunk(preds) => sink.write(preds)?,
             Msg::Commit(rejects, events) => {
                 return commit(dir, sink, events, &rejects, &options.input);
             }
@@ -654,7 +747,7 @@ struct DirSink<'a> {
 }
 
 impl Sink for DirSink<'_> {
-    fn write(&mut self, preds: Vec<Prediction>, _events: String) -> Result<()> {
+    fn write(&mut self, preds: Vec<Prediction>) -> Result<()> {
         // Parquet encodes on its own thread while this one fills SQLite (the connection
         // stays on the thread that opened it); the reader thread writes the events.
         let parquet = &mut self.parquet;
@@ -675,6 +768,22 @@ impl Sink for DirSink<'_> {
     }
 }
 
+/// The events thread: writes each chunk's event lines into `events.jsonl`'s temporary
+/// file (bypassing the page cache where possible, see [`BulkWriter`]) and hands the file
+/// back, complete, for the commit.
+fn write_events(events: AtomicFile, rx: mpsc::Receiver<Vec<String>>) -> Result<AtomicFile> {
+    let path = events.path().to_path_buf();
+    let context = || format!("writing events.jsonl ({})", path.display());
+    let mut w = BulkWriter::open(&path, true).with_context(context)?;
+    for parts in rx {
+        for part in parts {
+            w.write_all(part.as_bytes()).with_context(context)?;
+        }
+    }
+    w.finish().with_context(context)?;
+    Ok(events)
+}
+
 /// Scores `options.input` with `model`: into the stores of `options.out`, or as CSV on
 /// stdout when it is `None`. Returns the run's summary after checking conservation.
 pub fn run_with_model(model: &Model, options: &RunOptions) -> Result<Summary> {
@@ -690,6 +799,7 @@ pub fn run_with_model(model: &Model, options: &RunOptions) -> Result<Summary> {
         None => detect_format(&options.input)?,
     };
     let names = event_field_names(&contract.spec);
+    let keys = EventKeys::new(&names);
     let mut summary = Summary {
         input: options.input.display().to_string(),
         format: Some(format),
@@ -709,9 +819,9 @@ pub fn run_with_model(model: &Model, options: &RunOptions) -> Result<Summary> {
             writeln!(out, "vin,date,predicted_prob,alarm")?;
             let mut sink = StdoutSink(out);
             let r = for_each_chunk(model, options, format, &progress, |chunk| {
-                let (preds, ev) = score_chunk(model, chunk, threshold, &names, false)?;
+                let (preds, _) = score_chunk(model, chunk, threshold, &keys, false)?;
                 count(&mut summary, &mut vins, &preds);
-                sink.write(preds, ev)
+                sink.write(preds)
             })?;
             sink.0.flush()?;
             r
@@ -720,30 +830,38 @@ pub fn run_with_model(model: &Model, options: &RunOptions) -> Result<Summary> {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create directory {}", dir.display()))?;
             let fail_after = std::env::var(FAIL_HOOK).ok().and_then(|v| v.parse().ok());
-            // Scoring on the rayon pool overlaps with the writer thread (SQLite, Parquet);
-            // this thread reads the input and writes the events.
+            // Scoring on the rayon pool overlaps with two writer threads: the stores
+            // (SQLite, Parquet) and the events; this thread hands chunks between them.
             let (tx, rx) = mpsc::sync_channel::<Msg>(2);
-            let mut events = AtomicFile::create(&dir.join(EVENTS_FILE))?;
+            let (ev_tx, ev_rx) = mpsc::sync_channel::<Vec<String>>(2);
+            let events = AtomicFile::create(&dir.join(EVENTS_FILE))?;
             std::thread::scope(|scope| -> Result<(u64, Vec<Reject>)> {
                 let writer = scope.spawn(|| write_stores(dir, &names, options, fail_after, rx));
+                let ev_writer = scope.spawn(move || write_events(events, ev_rx));
                 let produced = for_each_chunk(model, options, format, &progress, |chunk| {
-                    let (preds, ev) = score_chunk(model, chunk, threshold, &names, true)?;
+                    let (preds, ev) = score_chunk(model, chunk, threshold, &keys, true)?;
                     count(&mut summary, &mut vins, &preds);
                     tx.send(Msg::Chunk(preds))
                         .map_err(|_| anyhow::anyhow!("the store writer stopped"))?;
-                    events
-                        .file()
-                        .write_all(ev.as_bytes())
-                        .context("writing events.jsonl")
+                    ev_tx
+                        .send(ev)
+                        .map_err(|_| anyhow::anyhow!("the events writer stopped"))
                 });
-                let produced = produced.and_then(|r| {
+                drop(ev_tx);
+                let events = ev_writer.join().expect("the events writer does not panic");
+                // A failed events writer is the cause when the hand-over failed too.
+                let produced = match (produced, events) {
+                    (Ok(r), Ok(ev)) => Ok((r, ev)),
+                    (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
+                };
+                let produced = produced.and_then(|(r, ev)| {
                     summary.rows_read = r.0;
                     summary.rows_rejected = r.1.len() as u64;
                     check_conservation(&summary, format, options)?;
-                    Ok(r)
+                    Ok((r, ev))
                 });
                 let produced = match produced {
-                    Ok(r) => {
+                    Ok((r, events)) => {
                         // The writer may have stopped already; its error then says why.
                         let _ = tx.send(Msg::Commit(r.1.clone(), events));
                         Ok(r)
@@ -891,4 +1009,80 @@ fn source_lines(input: &Path, rejects: &[Reject]) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the reader thread over `text` with tiny limits and returns its blocks.
+    fn blocks(text: &[u8], limits: BlockLimits) -> Vec<Block> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let (spare_tx, spare_rx) = mpsc::channel();
+        let path = Path::new("test.csv");
+        std::thread::scope(|s| {
+            s.spawn(move || read_blocks(text, path, limits, &tx, &spare_rx));
+            let mut out = Vec::new();
+            for b in rx {
+                let b: Block = b.unwrap();
+                assert!(!b.buf.is_empty(), "no empty block");
+                // Hand a buffer back, as batch_chunks does, to exercise the reuse.
+                let _ = spare_tx.send(Vec::with_capacity(8));
+                out.push(b);
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn blocks_hold_whole_lines_with_their_numbers() {
+        // Blank lines, CRLF, a line longer than a block, no newline at the end.
+        let mut text = Vec::new();
+        for i in 0..200 {
+            match i % 17 {
+                3 => text.extend_from_slice(b"\n"),
+                5 => text.extend_from_slice(b"crlf,1,2\r\n"),
+                11 => text.extend_from_slice(format!("long,{}\n", "9".repeat(300)).as_bytes()),
+                _ => text.extend_from_slice(format!("v{i},2024-01-01,{i}\n").as_bytes()),
+            }
+        }
+        text.extend_from_slice(b"last,no,newline");
+        let total_lines = 201u64;
+        for (max_lines, chunk_bytes, part_bytes) in [
+            (7, 64, 16),
+            (1, 1, 1),
+            (1000, 100, 40),
+            (1000, 1 << 20, 1 << 20),
+            (50, 5000, 1),
+        ] {
+            let limits = BlockLimits {
+                max_lines,
+                chunk_bytes,
+                part_bytes,
+            };
+            let bs = blocks(&text, limits);
+            let mut joined = Vec::new();
+            let mut next_line = 1u64;
+            for b in &bs {
+                let mut lines_in_block = 0u64;
+                let mut at = 0;
+                for &(a, z, line0) in &b.parts {
+                    assert_eq!(a, at, "parts are contiguous");
+                    assert!(z > a, "no empty part");
+                    let part = &b.buf[a..z];
+                    assert_eq!(line0, next_line, "{limits:?}: first line number of a part");
+                    let n = memchr::memchr_iter(b'\n', part).count() as u64;
+                    let n = n + u64::from(!part.ends_with(b"\n"));
+                    next_line += n;
+                    lines_in_block += n;
+                    at = z;
+                }
+                assert_eq!(at, b.buf.len(), "parts cover the block");
+                assert!(lines_in_block as usize <= max_lines, "{limits:?}");
+                joined.extend_from_slice(&b.buf);
+            }
+            assert_eq!(joined, text, "{limits:?}: every byte once, in order");
+            assert_eq!(next_line - 1, total_lines, "{limits:?}");
+        }
+    }
 }
