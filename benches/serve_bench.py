@@ -12,7 +12,8 @@ Both servers load the same model (`benches/data/xgb_ref.onnx` and XGBoost's own
 `xgb_ref.json`, see make_bench_model.py) and score the same bodies (rows of
 make_bench_model.py's distribution, ~3 % `nan`, written `%.18e` like the reference Lambda's input).
 The script first checks that both answer the same probabilities (within 1e-6), then runs
-`wrk --latency` for each (server, body, concurrency) and prints a table with the ratios.
+`wrk --latency` for each (server, body, concurrency), each once all servers are idle again,
+and prints a table with the ratios.
 Flask runs under gunicorn with one process per CPU (gthread workers, keep-alive), as the
 reference container does; `bms serve` uses its defaults. wrk, the servers and anything
 else on the machine share its CPUs: read the ratios, not the absolute figures. The
@@ -105,6 +106,20 @@ def to_seconds(v):
     return num * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
 
 
+def settle(pids, quiet=0.05, window=0.3, limit=15.0):
+    """Waits until the servers are idle: a server that was just flooded (e.g. Flask with
+    32 connections of 1,000-line bodies) keeps working off its queue after wrk stops, and
+    that leftover load would land in the next cell's latencies. Idle = the servers
+    together used under `quiet` CPU-seconds per second over `window` seconds."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        c0 = sum(cpu_seconds(p) for p in pids)
+        time.sleep(window)
+        if sum(cpu_seconds(p) for p in pids) - c0 < quiet * window:
+            return
+    print(f"  warning: servers still busy after {limit:.0f} s")
+
+
 def run_wrk(port, pid, lua, conns, duration):
     cpu0 = cpu_seconds(pid)
     out = subprocess.run(
@@ -191,6 +206,7 @@ def main():
         for _ in range(args.rounds):
             for n, c, name in cells:
                 lua = os.path.join(tmp, f"body{n}.lua")
+                settle([pid for _, pid in servers.values()])
                 r = run_wrk(*servers[name], lua, c, args.duration)
                 if (n, c, name) not in results or r[0] > results[(n, c, name)][0]:
                     results[(n, c, name)] = r
