@@ -487,6 +487,9 @@ fn batch_chunks(
     let (block_tx, block_rx) = mpsc::sync_channel::<Result<Block>>(1);
     let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| -> Result<()> {
+        // Owned here, so that leaving this closure early (an error) also tells a reader
+        // waiting for a spare buffer to stop.
+        let spare_tx = spare_tx;
         let limits = BlockLimits {
             max_lines: chunk_lines(),
             chunk_bytes: CHUNK_BYTES,
@@ -580,8 +583,22 @@ fn read_blocks(
     let mut carry: Vec<u8> = Vec::new();
     let mut eof = false;
     let mut next_line = 1u64;
+    // At most BUFFERS blocks exist at a time (being filled, queued, being parsed);
+    // after that, the reader waits for a buffer to come back.
+    const BUFFERS: usize = 3;
+    let mut allocated = 0;
     loop {
-        let mut buf = spare.try_recv().unwrap_or_default();
+        let mut buf = match spare.try_recv() {
+            Ok(b) => b,
+            Err(_) if allocated < BUFFERS => {
+                allocated += 1;
+                Vec::new()
+            }
+            Err(_) => match spare.recv() {
+                Ok(b) => b,
+                Err(_) => return, // the consumer stopped
+            },
+        };
         buf.clear();
         buf.extend_from_slice(&carry);
         carry.clear();
@@ -590,6 +607,8 @@ fn read_blocks(
         let mut scanned = 0;
         loop {
             if buf.len() < want && !eof {
+                // Room for the whole read at once: no growing (and copying) on the way.
+                buf.reserve(want - buf.len());
                 let limit = (want - buf.len()) as u64;
                 match (&mut file).take(limit).read_to_end(&mut buf) {
                     Ok(0) => eof = true,
