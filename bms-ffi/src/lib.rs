@@ -151,6 +151,21 @@ fn boundary_void(body: impl FnOnce()) {
     }
 }
 
+/// Drops a handle made by `Box::into_raw`; NULL is a no-op, and a panic in a destructor
+/// stays on this side of the boundary.
+///
+/// # Safety
+/// `handle` is NULL or came from `Box::into_raw` and has not been freed.
+unsafe fn free_handle<T>(handle: *mut T) {
+    if handle.is_null() {
+        return;
+    }
+    boundary_void(|| {
+        // SAFETY: the caller's contract.
+        drop(unsafe { Box::from_raw(handle) });
+    });
+}
+
 fn non_null<'a, T>(p: *const T, what: &str) -> FfiResult<&'a T> {
     // SAFETY: the caller passes NULL or a valid pointer (the documented contract).
     unsafe { p.as_ref() }.ok_or_else(|| err(BmsStatus::NullPointer, format!("{what} is NULL")))
@@ -326,13 +341,8 @@ pub unsafe extern "C" fn bms_model_load_bytes(
 /// `model` is NULL or a model from `bms_model_load*` not yet freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bms_model_free(model: *mut BmsModel) {
-    if model.is_null() {
-        return;
-    }
-    boundary_void(|| {
-        // SAFETY: made by Box::into_raw in bms_model_load*, freed once by contract.
-        drop(unsafe { Box::from_raw(model) });
-    });
+    // SAFETY: made by Box::into_raw in bms_model_load*, freed once by contract.
+    unsafe { free_handle(model) }
 }
 
 /// Days of history per window (C) of the model's contract.
@@ -842,13 +852,8 @@ pub unsafe extern "C" fn bms_monitor_new(
 /// `monitor` is NULL or a monitor from `bms_monitor_new` not yet freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bms_monitor_free(monitor: *mut BmsMonitor) {
-    if monitor.is_null() {
-        return;
-    }
-    boundary_void(|| {
-        // SAFETY: made by Box::into_raw in bms_monitor_new, freed once by contract.
-        drop(unsafe { Box::from_raw(monitor) });
-    });
+    // SAFETY: made by Box::into_raw in bms_monitor_new, freed once by contract.
+    unsafe { free_handle(monitor) }
 }
 
 /// Adds one frame of the vehicle: `timestamp_ms` (ms since the Unix epoch, UTC), pack
