@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{bms, stderr, text};
+use common::{bms, ok, p, stderr, text};
 use std::path::{Path, PathBuf};
 
 fn example() -> PathBuf {
@@ -13,14 +13,7 @@ fn example() -> PathBuf {
 fn daily_then_windows_on_the_example() {
     let dir = tempfile::tempdir().unwrap();
     let daily = dir.path().join("daily.csv");
-    let out = bms(&[
-        "daily",
-        "-i",
-        example().to_str().unwrap(),
-        "-o",
-        daily.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ok(&["daily", "-i", p(&example()), "-o", p(&daily)]);
     assert!(
         stderr(&out).contains("read 1116 frames, accepted 1116, rejected 0"),
         "{}",
@@ -44,15 +37,7 @@ fn daily_then_windows_on_the_example() {
     assert_eq!(alarms("LSMALL00000000001"), 0);
 
     let win = dir.path().join("w.csv");
-    let out = bms(&[
-        "windows",
-        "-i",
-        daily.to_str().unwrap(),
-        "-o",
-        win.to_str().unwrap(),
-        "--labels",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    ok(&["windows", "-i", p(&daily), "-o", p(&win), "--labels"]);
     let w = text(&win);
     let first: Vec<&str> = w.lines().next().unwrap().split(',').collect();
     assert_eq!(first.len(), 2 + 84 + 1);
@@ -69,30 +54,9 @@ fn daily_then_windows_on_the_example() {
     assert_eq!(w.lines().count(), n);
     // Parquet daily output gives the same windows.
     let dpq = dir.path().join("daily.parquet");
-    assert!(
-        bms(&[
-            "daily",
-            "-i",
-            example().to_str().unwrap(),
-            "-o",
-            dpq.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
+    ok(&["daily", "-i", p(&example()), "-o", p(&dpq)]);
     let win2 = dir.path().join("w2.csv");
-    assert!(
-        bms(&[
-            "windows",
-            "-i",
-            dpq.to_str().unwrap(),
-            "-o",
-            win2.to_str().unwrap(),
-            "--labels"
-        ])
-        .status
-        .success()
-    );
+    ok(&["windows", "-i", p(&dpq), "-o", p(&win2), "--labels"]);
     assert_eq!(text(&win2), w);
 }
 
@@ -100,24 +64,14 @@ fn daily_then_windows_on_the_example() {
 fn windows_options_change_the_layout() {
     let dir = tempfile::tempdir().unwrap();
     let daily = dir.path().join("daily.csv");
-    assert!(
-        bms(&[
-            "daily",
-            "-i",
-            example().to_str().unwrap(),
-            "-o",
-            daily.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
+    ok(&["daily", "-i", p(&example()), "-o", p(&daily)]);
     let win = dir.path().join("w.csv");
-    let out = bms(&[
+    ok(&[
         "windows",
         "-i",
-        daily.to_str().unwrap(),
+        p(&daily),
         "-o",
-        win.to_str().unwrap(),
+        p(&win),
         "--context",
         "7",
         "--features",
@@ -126,7 +80,6 @@ fn windows_options_change_the_layout() {
         "-999",
         "--full-horizon",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
     let w = text(&win);
     let first: Vec<&str> = w.lines().next().unwrap().split(',').collect();
     assert_eq!(first.len(), 2 + 14);
@@ -235,13 +188,7 @@ fn lenient_mode_reports_and_writes_rejects() {
     t.push_str("LSMALL00000000001,notatime,1,2,3,1,1,1,1,1,1,1,1,1,1,1,1\nshort,line\n");
     std::fs::write(&frames, &t).unwrap();
     let o = dir.path().join("d.csv");
-    let strict = bms(&[
-        "daily",
-        "-i",
-        frames.to_str().unwrap(),
-        "-o",
-        o.to_str().unwrap(),
-    ]);
+    let strict = bms(&["daily", "-i", p(&frames), "-o", p(&o)]);
     assert!(!strict.status.success());
     assert!(
         stderr(&strict).contains("line 1118, column 2 (timestamp)"),
@@ -250,17 +197,16 @@ fn lenient_mode_reports_and_writes_rejects() {
     );
     assert!(!o.exists(), "no output on failure");
     let rej = dir.path().join("rejects.csv");
-    let out = bms(&[
+    let out = ok(&[
         "daily",
         "-i",
-        frames.to_str().unwrap(),
+        p(&frames),
         "-o",
-        o.to_str().unwrap(),
+        p(&o),
         "--lenient",
         "--rejects",
-        rej.to_str().unwrap(),
+        p(&rej),
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("read 1118 frames, accepted 1116, rejected 2"),
         "{}",
@@ -330,14 +276,7 @@ fn predict_scores_batch_lines_like_xgboost() {
     let input = dir.path().join("batch.csv");
     std::fs::write(&input, &batch).unwrap();
     let model = fixtures().join("xgb_classifier.onnx");
-    let out = bms(&[
-        "predict",
-        "-m",
-        model.to_str().unwrap(),
-        "-i",
-        input.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ok(&["predict", "-m", p(&model), "-i", p(&input)]);
     let e = stderr(&out);
     assert!(e.contains("reference defaults"), "{e}");
     assert!(
@@ -365,14 +304,7 @@ fn predict_scores_batch_lines_like_xgboost() {
         assert_eq!(g[3], if p >= 0.5 { "1" } else { "0" });
     }
     // Strict mode stops at the bad line; a width mismatch with the model is a bad line.
-    let strict = bms(&[
-        "predict",
-        "-m",
-        model.to_str().unwrap(),
-        "-i",
-        input.to_str().unwrap(),
-        "--strict",
-    ]);
+    let strict = bms(&["predict", "-m", p(&model), "-i", p(&input), "--strict"]);
     assert!(!strict.status.success());
     assert!(
         stderr(&strict).contains("expected 86 fields"),
@@ -380,13 +312,7 @@ fn predict_scores_batch_lines_like_xgboost() {
         stderr(&strict)
     );
     let meta = fixtures().join("xgb_metadata.onnx");
-    let out = bms(&[
-        "predict",
-        "-m",
-        meta.to_str().unwrap(),
-        "-i",
-        input.to_str().unwrap(),
-    ]);
+    let out = bms(&["predict", "-m", p(&meta), "-i", p(&input)]);
     assert!(out.status.success());
     assert!(
         stderr(&out).contains("contract from metadata: 7 days × 11 features = 77 values"),
@@ -399,7 +325,7 @@ fn predict_scores_batch_lines_like_xgboost() {
         "-m",
         fixtures().join("int_input.onnx").to_str().unwrap(),
         "-i",
-        input.to_str().unwrap(),
+        p(&input),
     ]);
     assert!(!bad.status.success());
     assert!(!stderr(&bad).contains("panicked"));
