@@ -51,7 +51,7 @@ def test_daily_with_utc_offset_equals_cli(bms_bin, tmp_path, offset):
 
 def test_daily_input_layouts_agree():
     """Wide pandas, shuffled rows, pyarrow wide, pyarrow list columns, pandas list
-    columns and datetime timestamps all give the same table."""
+    columns, datetime timestamps and RFC 3339 strings all give the same table."""
     df = frames_small()
     want = bms.daily(df)
     cells = sorted((c for c in df.columns if c.startswith("cell_v_")),
@@ -83,6 +83,11 @@ def test_daily_input_layouts_agree():
     tz["timestamp"] = pd.to_datetime(tz["timestamp"], unit="ms", utc=True).dt.tz_convert(
         "Asia/Shanghai")
     assert_daily_equal(bms.daily(tz), want)
+    # RFC 3339 strings with an offset (parsed by pandas itself on every supported version).
+    st = df.copy()
+    st["timestamp"] = tz["timestamp"].map(lambda t: t.isoformat())
+    assert st["timestamp"].iloc[0].endswith("+08:00"), st["timestamp"].iloc[0]
+    assert_daily_equal(bms.daily(st), want)
 
 
 def test_simulate_equals_cli(bms_bin, tmp_path):

@@ -75,6 +75,9 @@ OcvSpec = Union[str, "np.ndarray[Any, Any]", Sequence[Sequence[float]], pd.DataF
 DAILY_FRAME_COLUMNS = ["VIN", "Date", *REFERENCE_COLUMNS, "Label", *EXTENDED_COLUMNS]
 
 _EPOCH = np.datetime64("1970-01-01", "D")
+# pandas >= 2 parses dates strictly as ISO 8601 with format="ISO8601"; pandas 1.5 (the
+# oldest supported) has no such format, and its default parser reads ISO 8601 itself.
+_ISO8601: "dict[str, str]" = {"format": "ISO8601"} if int(pd.__version__.split(".")[0]) >= 2 else {}
 
 
 # --------------------------------------------------------------------------------------
@@ -133,7 +136,7 @@ def _days(values: Any, what: str) -> "np.ndarray[Any, Any]":
         if isinstance(values, pd.Series) and pd.api.types.is_datetime64_any_dtype(values.dtype):
             dt = values
         else:
-            dt = pd.to_datetime(values, format="ISO8601") if len(values) else pd.Series(
+            dt = pd.to_datetime(values, **_ISO8601) if len(values) else pd.Series(
                 [], dtype="datetime64[ns]"
             )
     except (TypeError, ValueError) as e:
@@ -174,7 +177,7 @@ def _timestamps_ms(values: pd.Series) -> "np.ndarray[Any, Any]":
         if pd.api.types.is_datetime64_any_dtype(values.dtype):
             dt = values
         else:
-            dt = pd.to_datetime(values, utc=True, format="ISO8601")
+            dt = pd.to_datetime(values, utc=True, **_ISO8601)
     except (TypeError, ValueError) as e:
         raise InvalidInputError(f"column timestamp: not a timestamp ({e})") from None
     if getattr(dt.dt, "tz", None) is not None:
