@@ -60,7 +60,9 @@ def numpy_windows(daily, context=C, horizon=H, features=FEATURES, fill=-1.0):
     x = sw[g - context].reshape(len(g), context * nf)
     end = off[veh] + np.minimum(pos + horizon, lengths[veh])
     y = ((prefix[end] - prefix[g]) > 0).astype(np.float32)
-    keys = pd.DataFrame({"vin": np.asarray(uniques, dtype=object)[veh],
+    # uniques is the VIN column's own kind of Index (pandas str, object, ...): take() keeps
+    # its dtype without a Python object per window.
+    keys = pd.DataFrame({"vin": uniques.take(veh),
                          "date": (np.datetime64("1970-01-01", "D")
                                   + (first[veh] + pos).astype("timedelta64[D]")
                                   ).astype("datetime64[ns]")})
