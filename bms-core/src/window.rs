@@ -412,14 +412,15 @@ impl<'a> ColumnPlan<'a> {
                 format!("{tpd} ticks per day (at least 1)"),
             ));
         }
-        if tpd > 1
-            && let Some(i) = t.day.iter().position(|&d| d == i64::MIN)
-        {
-            return Err(BmsError::invalid(
+        // NaT, with more than one tick a day (found per vehicle, reported at the first row).
+        let nat = |d: i64| tpd > 1 && d == i64::MIN;
+        let missing = || {
+            let i = t.day.iter().position(|&d| nat(d)).expect("a NaT was seen");
+            BmsError::invalid(
                 "daily table",
                 format!("row {}, column Date: missing date", i + 1),
-            ));
-        }
+            )
+        };
         if let Some(f) = t.features.iter().find(|f| f.len() != n) {
             return Err(shape("feature column length", n, f.len()));
         }
@@ -431,8 +432,10 @@ impl<'a> ColumnPlan<'a> {
         // by vehicle, and a counter bumped row after row waits on its own last store.
         let nv = t.vins.len();
         let mut start = vec![0usize; nv + 1];
-        // Runs per vehicle: a vehicle in one run is one stretch of the table.
+        // Runs per vehicle, and where the first starts: a vehicle in one run is one stretch
+        // of the table.
         let mut nruns = vec![0u32; nv];
+        let mut first_row = vec![0usize; nv];
         for (v, rows) in runs(t.vehicle) {
             if v as usize >= nv {
                 return Err(BmsError::invalid(
@@ -444,19 +447,30 @@ impl<'a> ColumnPlan<'a> {
                 ));
             }
             start[v as usize + 1] += rows.len();
+            if nruns[v as usize] == 0 {
+                first_row[v as usize] = rows.start;
+            }
             nruns[v as usize] = nruns[v as usize].saturating_add(1);
         }
         for v in 0..nv {
             start[v + 1] += start[v];
         }
-        let mut next = start.clone();
+        // Vehicles in several runs are placed here; one-run vehicles in parallel below.
         let mut order = vec![0u32; n];
-        for (v, rows) in runs(t.vehicle) {
-            let at = next[v as usize];
-            for (o, r) in order[at..at + rows.len()].iter_mut().zip(rows.clone()) {
-                *o = r as u32;
+        if nruns.iter().any(|&r| r > 1) {
+            let mut next = start.clone();
+            for (v, rows) in runs(t.vehicle) {
+                let v = v as usize;
+                if nruns[v] > 1 {
+                    for (o, r) in order[next[v]..next[v] + rows.len()]
+                        .iter_mut()
+                        .zip(rows.clone())
+                    {
+                        *o = r as u32;
+                    }
+                    next[v] += rows.len();
+                }
             }
-            next[v as usize] += rows.len();
         }
         let (min_day, max_day) = (
             day_of_date(NaiveDate::MIN) + 1,
@@ -474,11 +488,16 @@ impl<'a> ColumnPlan<'a> {
         // Vehicle v's rows (in table order) and room for day numbers: sorts the rows by day,
         // checks them and gives the vehicle's span.
         let span = |v: usize, rows: &mut [u32], days: &mut Vec<i64>| -> Result<Span> {
-            let Some(&r0) = rows.first() else {
-                return Ok(Span::default());
-            };
-            let r0 = r0 as usize;
             let len = rows.len();
+            if len == 0 {
+                return Ok(Span::default());
+            }
+            if nruns[v] == 1 {
+                for (o, r) in rows.iter_mut().zip(first_row[v]..) {
+                    *o = r as u32;
+                }
+            }
+            let r0 = rows[0] as usize;
             // One stretch of the table with dates one day apart, the common case: the days
             // are the first one's, + 1, + 2, … (no day numbers needed).
             if nruns[v] == 1 {
@@ -491,7 +510,7 @@ impl<'a> ColumnPlan<'a> {
                     .checked_mul(tpd)
                     .and_then(|span| ticks[0].checked_add(span))
                     == Some(ticks[len - 1]);
-                if steps && reached {
+                if steps && reached && !nat(ticks[0]) {
                     let first = ticks[0].div_euclid(tpd);
                     let last = first.saturating_add(len as i64 - 1);
                     if first < min_day || last > max_day {
@@ -503,6 +522,9 @@ impl<'a> ColumnPlan<'a> {
                         stretch: Some(r0),
                     });
                 }
+            }
+            if rows.iter().any(|&r| nat(t.day[r as usize])) {
+                return Err(missing());
             }
             days.resize(len, 0);
             day_numbers(rows.iter().map(|&r| t.day[r as usize]), tpd, days);
@@ -567,7 +589,15 @@ impl<'a> ColumnPlan<'a> {
             parts.into_iter().map(run_spans).collect()
         }
         .into_iter()
-        .collect::<Result<Vec<_>>>()?
+        .collect::<Result<Vec<_>>>()
+        // A missing date comes first, whatever else is wrong.
+        .map_err(|e| {
+            if t.day.iter().any(|&d| nat(d)) {
+                missing()
+            } else {
+                e
+            }
+        })?
         .concat();
         let total = spans.iter().map(|s| positions(s.days, spec).len()).sum();
         Ok(ColumnPlan {

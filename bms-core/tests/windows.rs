@@ -584,3 +584,34 @@ fn dates_in_ticks_fall_on_their_day() {
     let e = run(&early, 0).unwrap_err().to_string();
     assert!(e.contains("ticks per day"), "{e}");
 }
+
+#[test]
+fn a_missing_date_comes_before_other_errors_and_names_the_first_row() {
+    const NS: i64 = bms_core::window::NANOS_PER_DAY;
+    let t = big_table(6, 40);
+    let s = spec(3, 2);
+    let (vins, vehicle, day, features, label) = columns_of(&t, &s);
+    let cols: Vec<&[f64]> = features.iter().map(Vec::as_slice).collect();
+    let mut ns: Vec<i64> = day.iter().map(|d| d * NS).collect();
+    // A duplicate day in the first vehicle, NaT in later vehicles (one of them a stretch
+    // whose first date is NaT).
+    ns[1] = ns[0];
+    ns[150] = i64::MIN;
+    ns[100] = i64::MIN;
+    let first_of_vehicle_4 = vehicle.iter().position(|&v| v == 4).unwrap();
+    ns[first_of_vehicle_4] = i64::MIN;
+    let e = windows_of_columns(
+        &DailyColumns {
+            vins: &vins,
+            vehicle: &vehicle,
+            day: &ns,
+            ticks_per_day: NS,
+            features: &cols,
+            label: Some(&label),
+        },
+        &s,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("row 101, column Date: missing date"), "{e}");
+}

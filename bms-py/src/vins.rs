@@ -290,7 +290,7 @@ pub fn factorize<'a>(whole: Vec<Segment<'a>>) -> (Vec<&'a [u8]>, Vec<u32>) {
     let rows: usize = whole.iter().map(Segment::rows).sum();
     let threads = rayon::current_num_threads();
     let per = if threads > 1 && rows >= 2 * MIN_SEGMENT {
-        (rows / (2 * threads)).max(MIN_SEGMENT)
+        (rows / threads).max(MIN_SEGMENT)
     } else {
         usize::MAX
     };
