@@ -105,10 +105,12 @@ pub fn slice1<'a, T: numpy::Element + Copy>(
 /// Memory of output arrays: allocated and filled without the interpreter lock, then the
 /// base object of the numpy views handed to Python (freed when the last view goes).
 ///
-/// Large buffers are 2 MB aligned and sized and the kernel is asked for huge pages, which
-/// it then faults in 2 MB at a time instead of 4 kB: writing a fresh 100 MB buffer is
-/// dominated by page faults otherwise (numpy asks for huge pages too, but the ends of its
-/// allocations fall outside 2 MB boundaries, and arrays under 4 MB get none).
+/// The kernel is asked for huge pages (faulted in 2 MB at a time instead of 4 kB: writing
+/// a fresh 100 MB buffer is dominated by page faults otherwise): buffers of [`REUSED`] or
+/// more, which the allocator always maps afresh, are 2 MB aligned and sized (numpy asks for
+/// huge pages too, but the ends of its allocations fall outside 2 MB boundaries); smaller
+/// ones are placed by the allocator, which reuses memory freed earlier, and get huge pages
+/// for the 2 MB pages inside them.
 #[pyclass(frozen, module = "bms._bms")]
 pub struct Buffer {
     ptr: NonNull<u8>,
@@ -129,7 +131,12 @@ impl Drop for Buffer {
     }
 }
 
+/// A huge page.
 const HUGE: usize = 2 << 20;
+
+/// Buffers below this are left to the allocator's placement (glibc serves them from memory
+/// freed earlier once it has seen such sizes freed, which saves faulting fresh pages in).
+const REUSED: usize = 32 << 20;
 
 impl Buffer {
     /// An uninitialised buffer of parts of `sizes` bytes.
@@ -144,7 +151,7 @@ impl Buffer {
                 .and_then(|s| end.checked_add(s))
                 .ok_or_else(too_large)?;
         }
-        let layout = if end >= HUGE {
+        let layout = if end >= REUSED {
             end.checked_next_multiple_of(HUGE)
                 .and_then(|size| Layout::from_size_align(size, HUGE).ok())
         } else {
@@ -154,10 +161,18 @@ impl Buffer {
         // SAFETY: the layout has a non-zero size.
         let ptr = NonNull::new(unsafe { std::alloc::alloc(layout) }).ok_or_else(too_large)?;
         #[cfg(target_os = "linux")]
-        if layout.align() == HUGE {
-            // SAFETY: the range is this allocation; a refusal (no THP) is harmless.
-            unsafe {
-                libc::madvise(ptr.as_ptr().cast(), layout.size(), libc::MADV_HUGEPAGE);
+        if layout.size() >= 2 * HUGE {
+            // The whole 2 MB pages inside. SAFETY: within this allocation; a refusal (no
+            // THP) is harmless.
+            let at = ptr.as_ptr() as usize;
+            let (a, b) = (
+                at.next_multiple_of(HUGE),
+                (at + layout.size()) / HUGE * HUGE,
+            );
+            if b > a {
+                unsafe {
+                    libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
+                }
             }
         }
         Ok(Buffer { ptr, layout, at })

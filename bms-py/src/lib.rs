@@ -614,7 +614,7 @@ fn windows<'py>(
             let (vins, vehicle): (Cow<'_, [String]>, Cow<'_, [u32]>) = match numbered {
                 VinSlices::Numbered(v, c) => (Cow::Borrowed(v), c),
                 VinSlices::Arrow(segments) => {
-                    let (uniques, codes) = vins::factorize(segments);
+                    let (uniques, codes) = vins::factorize(segments).map_err(Failure::Invalid)?;
                     let names = vins::utf8(&uniques).map_err(Failure::Invalid)?;
                     (Cow::Owned(names), Cow::Owned(codes))
                 }

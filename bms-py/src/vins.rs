@@ -172,21 +172,28 @@ fn offsets<'py>(obj: &Bound<'py, PyAny>, i: usize) -> PyResult<Offsets<'py>> {
     }
 }
 
+/// The ends of a chunk's offsets (that they never decrease is checked while numbering, in
+/// parallel: see [`increasing`]).
 fn checked<O: Offset>(o: &[O], data_len: usize, i: usize) -> PyResult<()> {
-    let bad = o.is_empty()
-        || o[0].get() < 0
-        || !o
-            .windows(2)
-            .fold(true, |ok, w| ok & (w[0].get() <= w[1].get()))
-        || o[o.len() - 1].get() as u64 > data_len as u64;
+    let bad = o.is_empty() || o[0].get() < 0 || o[o.len() - 1].get() as u64 > data_len as u64;
     if bad {
-        return Err(invalid(format!(
-            "VIN chunk {}: offsets must be at least one, non-negative, never decrease and end \
-             within the {data_len} data bytes",
-            i + 1
-        )));
+        return Err(invalid(bad_offsets(i, data_len)));
     }
     Ok(())
+}
+
+fn bad_offsets(i: usize, data_len: usize) -> String {
+    format!(
+        "VIN chunk {}: offsets must be at least one, non-negative, never decrease and end \
+         within the {data_len} data bytes",
+        i + 1
+    )
+}
+
+/// Offsets that never decrease.
+fn increasing<O: Offset>(o: &[O]) -> bool {
+    o.windows(2)
+        .fold(true, |ok, w| ok & (w[0].get() <= w[1].get()))
 }
 
 /// A string column held by Arrow, borrowed from Python: a list of `(offsets, data)` per
@@ -196,18 +203,18 @@ pub struct ArrowStrings<'py> {
     chunks: Vec<(Offsets<'py>, PyReadonlyArray1<'py, u8>)>,
 }
 
-/// A stretch of rows of one chunk.
+/// A stretch of rows of one chunk (the chunk's index, for messages, and offsets and data).
 #[derive(Clone, Copy)]
 pub enum Segment<'a> {
-    I32(&'a [i32], &'a [u8]),
-    I64(&'a [i64], &'a [u8]),
+    I32(usize, &'a [i32], &'a [u8]),
+    I64(usize, &'a [i64], &'a [u8]),
 }
 
 impl Segment<'_> {
     pub fn rows(&self) -> usize {
         match self {
-            Segment::I32(o, _) => o.len() - 1,
-            Segment::I64(o, _) => o.len() - 1,
+            Segment::I32(_, o, _) => o.len() - 1,
+            Segment::I64(_, o, _) => o.len() - 1,
         }
     }
 
@@ -222,8 +229,8 @@ impl Segment<'_> {
             }
         }
         match self {
-            Segment::I32(o, d) => cut(o, rows, |o| out.push(Segment::I32(o, d))),
-            Segment::I64(o, d) => cut(o, rows, |o| out.push(Segment::I64(o, d))),
+            Segment::I32(i, o, d) => cut(o, rows, |o| out.push(Segment::I32(i, o, d))),
+            Segment::I64(i, o, d) => cut(o, rows, |o| out.push(Segment::I64(i, o, d))),
         }
     }
 }
@@ -271,11 +278,12 @@ impl<'py> ArrowStrings<'py> {
     pub fn segments(&self) -> Vec<Segment<'_>> {
         self.chunks
             .iter()
-            .map(|(o, d)| {
+            .enumerate()
+            .map(|(i, (o, d))| {
                 let d = d.as_slice().expect("checked in new");
                 match o {
-                    Offsets::I32(o) => Segment::I32(o.as_slice().expect("checked in new"), d),
-                    Offsets::I64(o) => Segment::I64(o.as_slice().expect("checked in new"), d),
+                    Offsets::I32(o) => Segment::I32(i, o.as_slice().expect("checked in new"), d),
+                    Offsets::I64(o) => Segment::I64(i, o.as_slice().expect("checked in new"), d),
                 }
             })
             .collect()
@@ -285,8 +293,9 @@ impl<'py> ArrowStrings<'py> {
 /// Numbers the strings of `whole` (a column's chunks, [`ArrowStrings::segments`]) by first
 /// appearance: `(uniques, codes)`. Long columns are cut into segments numbered in
 /// parallel, then merged in order (a string's first appearance is in the first segment
-/// holding it, so segment order keeps the global order).
-pub fn factorize<'a>(whole: Vec<Segment<'a>>) -> (Vec<&'a [u8]>, Vec<u32>) {
+/// holding it, so segment order keeps the global order). Offsets that decrease are an
+/// error (the message names the chunk).
+pub fn factorize<'a>(whole: Vec<Segment<'a>>) -> Result<(Vec<&'a [u8]>, Vec<u32>), String> {
     let rows: usize = whole.iter().map(Segment::rows).sum();
     let threads = rayon::current_num_threads();
     let per = if threads > 1 && rows >= 2 * MIN_SEGMENT {
@@ -301,15 +310,28 @@ pub fn factorize<'a>(whole: Vec<Segment<'a>>) -> (Vec<&'a [u8]>, Vec<u32>) {
     let number = |s: &Segment<'a>| {
         let (mut f, mut runs) = (Factorizer::default(), Vec::new());
         match *s {
-            Segment::I32(o, d) => f.chunk(o, d, &mut runs),
-            Segment::I64(o, d) => f.chunk(o, d, &mut runs),
+            Segment::I32(i, o, d) => {
+                increasing(o)
+                    .then_some(())
+                    .ok_or_else(|| bad_offsets(i, d.len()))?;
+                f.chunk(o, d, &mut runs)
+            }
+            Segment::I64(i, o, d) => {
+                increasing(o)
+                    .then_some(())
+                    .ok_or_else(|| bad_offsets(i, d.len()))?;
+                f.chunk(o, d, &mut runs)
+            }
         }
-        (f.uniques, runs)
+        Ok((f.uniques, runs))
     };
     let local: Vec<_> = if segments.len() > 1 {
-        segments.par_iter().map(number).collect()
+        segments
+            .par_iter()
+            .map(number)
+            .collect::<Result<_, String>>()?
     } else {
-        segments.iter().map(number).collect()
+        segments.iter().map(number).collect::<Result<_, String>>()?
     };
     // Merge: a segment's own numbers mapped to first appearance in the whole column (a
     // string's first appearance is in the first segment holding it).
@@ -344,7 +366,7 @@ pub fn factorize<'a>(whole: Vec<Segment<'a>>) -> (Vec<&'a [u8]>, Vec<u32>) {
     // SAFETY: the segments' rows are `rows` in all, each segment's part was filled
     // entirely (asserted; a panic leaves the length at 0).
     unsafe { codes.set_len(rows) };
-    (global.uniques, codes)
+    Ok((global.uniques, codes))
 }
 
 fn not_contiguous(i: usize) -> PyErr {
@@ -379,7 +401,7 @@ pub fn factorize_strings<'py>(
 ) -> PyResult<(Vec<String>, Bound<'py, PyArray1<u32>>)> {
     let strings = ArrowStrings::new(&chunks)?;
     let segments = strings.segments();
-    let (uniques, codes) = py.detach(|| factorize(segments));
+    let (uniques, codes) = py.detach(|| factorize(segments)).map_err(invalid)?;
     Ok((utf8(&uniques).map_err(invalid)?, codes.into_pyarray(py)))
 }
 

@@ -247,3 +247,41 @@ def test_without_pyarrow_the_generic_path_gives_the_same_windows():
                        capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("ok")
+
+
+def test_native_numbering_checks_arrow_buffers():
+    """The native functions check the Arrow buffers they are handed (a caller may use
+    bms._bms directly): offsets that decrease or point past the data are errors, not
+    crashes; a valid column is numbered by first appearance."""
+    from bms import _bms
+    data = np.frombuffer(b"BBAABBCC", dtype=np.uint8)
+    ok = np.array([0, 2, 4, 6, 8], np.int64)
+    names, codes = _bms.factorize_strings([(ok, data), (ok[:3].astype(np.int32), data)])
+    assert names == ["BB", "AA", "CC"] and codes.tolist() == [0, 1, 0, 2, 0, 1]
+    for bad in (np.array([0, 4, 2, 8], np.int64), np.array([0, 2, 9], np.int64),
+                np.array([-1, 2], np.int64), np.zeros(0, np.int64)):
+        with pytest.raises(bms.InvalidInputError, match="offsets"):
+            _bms.factorize_strings([(bad, data)])
+        with pytest.raises(bms.InvalidInputError, match="offsets"):
+            _bms.windows(None, [(bad, data)], np.zeros(max(len(bad) - 1, 0), np.int64),
+                         [np.zeros(max(len(bad) - 1, 0))], ["TotalVoltage"])
+    with pytest.raises(bms.InvalidInputError, match="Arrow"):
+        _bms.windows(None, np.zeros(3, np.int64), np.zeros(3, np.int64), [np.zeros(3)],
+                     ["TotalVoltage"])
+    with pytest.raises(bms.InvalidInputError, match="not UTF-8"):
+        _bms.factorize_strings([(np.array([0, 2], np.int64),
+                                 np.frombuffer(b"\xff\xfe", dtype=np.uint8))])
+
+
+def test_keys_follow_the_string_options_of_the_moment(sim):
+    """Keys' VINs get what pandas makes of strings when windows is called, also after the
+    string storage option changes (and back)."""
+    want = bms.windows(vin_as(sim, "object"))
+    with pd.option_context("mode.string_storage", "python"):
+        strings = pd.Series(np.array(["V"], dtype=object)).dtype
+        assert strings != STRINGS
+        x, y, keys = bms.windows(sim)
+        assert keys["vin"].dtype == strings
+        np.testing.assert_array_equal(x, want[0])
+        assert keys["vin"].tolist() == want[2]["vin"].tolist()
+    assert_same(bms.windows(sim), want)

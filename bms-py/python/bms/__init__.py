@@ -667,10 +667,36 @@ def _str_is_arrow() -> Any:
     """The dtype pandas gives a column of Python strings (``pd.DataFrame({"vin": [...]})``)
     when that is an Arrow-backed string dtype (pandas 3's ``str`` with pyarrow installed),
     else None: window keys are then built from Arrow buffers, not one object per window."""
-    dtype = pd.Series(np.array(["V"], dtype=object)).dtype
+    key = _string_options()
+    if key is not None and key in _STR_DTYPES:
+        return _STR_DTYPES[key]
+    dtype: Any = pd.Series(np.array(["V"], dtype=object)).dtype
     if not isinstance(dtype, pd.StringDtype) or not str(dtype.storage).startswith("pyarrow"):
-        return None
+        dtype = None
+    if key is not None:
+        _STR_DTYPES[key] = dtype
     return dtype
+
+
+# What pandas makes of strings depends on two options (string inference, string storage):
+# the answer is kept per pair of values (when this pandas tells the first without a
+# deprecation warning; otherwise it is asked every time).
+_STR_DTYPES: "dict[Any, Any]" = {}
+try:
+    from pandas._config import (  # type: ignore[attr-defined]
+        using_string_dtype as _using_string_dtype,
+    )
+except ImportError:  # pandas < 2.1
+    _using_string_dtype = None
+
+
+def _string_options() -> Any:
+    if _using_string_dtype is None:
+        return None
+    try:
+        return (bool(_using_string_dtype()), str(pd.get_option("mode.string_storage")))
+    except Exception:
+        return None
 
 
 def _arrow_key_vins(dtype: Any, n: int, buffers: Any) -> Any:
