@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::NaiveDate;
 use ndarray::{Array2, ArrayView2};
@@ -746,11 +746,38 @@ enum Failure {
     Memory(String),
 }
 
-/// Runs `f` on a thread of rayon's global pool while the caller waits: its sequential
-/// parts then do not compete for a core with the pool's threads, which look for work for
-/// a while before they sleep (on two cores, two busy threads rather than three).
-fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
+/// Runs `f` on a thread of the bindings' rayon pool while the caller waits (`f`'s parallel
+/// parts use that pool): its sequential parts then do not compete for a core with the
+/// pool's threads, which look for work for a while before they sleep (on two cores, two
+/// busy threads rather than three).
+pub(crate) fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    pool().install(f)
+}
+
+/// The bindings' thread pool (one thread per core), made again in a process forked from
+/// one that had it: threads do not survive `fork()`, and a child handing work to its
+/// parent's pool (rayon's global one, say) would wait for them forever.
+fn pool() -> Arc<rayon::ThreadPool> {
+    static POOL: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((owner, p)) = pool.as_ref()
+        && *owner == pid
+    {
+        return p.clone();
+    }
+    let new = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("bms-{i}"))
+            .build()
+            .expect("a thread pool"),
+    );
+    // A pool inherited from the parent has no threads here: forget it rather than ask
+    // them to stop.
+    if let Some(inherited) = pool.replace((pid, new.clone())) {
+        std::mem::forget(inherited);
+    }
+    new
 }
 
 // ---------------------------------------------------------------------------------------
@@ -877,7 +904,7 @@ fn simulate<'py>(
     };
     config.validate().map_err(to_py)?;
     let out = py
-        .detach(|| bms_core::simulate_daily(&config))
+        .detach(|| in_pool(|| bms_core::simulate_daily(&config)))
         .map_err(to_py)?;
     let raw = if frames {
         let all = py

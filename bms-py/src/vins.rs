@@ -401,7 +401,9 @@ pub fn factorize_strings<'py>(
 ) -> PyResult<(Vec<String>, Bound<'py, PyArray1<u32>>)> {
     let strings = ArrowStrings::new(&chunks)?;
     let segments = strings.segments();
-    let (uniques, codes) = py.detach(|| factorize(segments)).map_err(invalid)?;
+    let (uniques, codes) = py
+        .detach(|| crate::in_pool(|| factorize(segments)))
+        .map_err(invalid)?;
     Ok((utf8(&uniques).map_err(invalid)?, codes.into_pyarray(py)))
 }
 
