@@ -605,7 +605,12 @@ def windows(
 
     Returns:
         ``(X, y, keys)``: ``X`` float32 ``[n, context * len(features)]``, ``y`` float32
-        ``[n]``, ``keys`` a DataFrame with columns ``vin`` and ``date``.
+        ``[n]``, ``keys`` a DataFrame with columns ``vin`` (as pandas makes Python strings)
+        and ``date`` (datetime64[ns]).
+
+    The work runs on all cores (``RAYON_NUM_THREADS`` limits the threads). ``X`` has a
+    buffer of its own; ``y`` and the keys' columns share one (it is freed when none of
+    them is left).
     """
     if _is_arrow_table(daily):
         daily = daily.to_pandas()
