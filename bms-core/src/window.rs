@@ -7,9 +7,11 @@
 //! 1.0; its date is the date of row `i`.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use chrono::NaiveDate;
 use ndarray::{Array1, Array2};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::daily::{
@@ -280,16 +282,48 @@ fn cut(vehicles: &[DenseVehicle<'_>], spec: &WindowSpec) -> WindowBatch {
 }
 
 /// A daily table held as columns, the layout of the Python and C surfaces: row `i` is
-/// vehicle `vehicle[i]` (an index into `vins`) on day `day[i]` (days since 1970-01-01,
-/// see [`day_of_date`]), `features[k][i]` is the value of the spec's k-th feature and
-/// `label[i]` the row's label (none: every label NaN).
+/// vehicle `vehicle[i]` (an index into `vins`) on the date `day[i]`, `features[k][i]` is
+/// the value of the spec's k-th feature and `label[i]` the row's label (none: every label
+/// NaN).
+///
+/// Dates count `1 / ticks_per_day` days since 1970-01-01: with 1 they are day numbers (see
+/// [`day_of_date`]), with [`NANOS_PER_DAY`] nanoseconds (a datetime64\[ns\] column's
+/// integers), and so on; a row is on the day its date falls in (floor division, so
+/// 1969-12-31T12:00 is day −1). With more than one tick per day, `i64::MIN` is a missing
+/// date (numpy's NaT) and an error.
 #[derive(Debug, Clone, Copy)]
 pub struct DailyColumns<'a> {
     pub vins: &'a [String],
     pub vehicle: &'a [u32],
     pub day: &'a [i64],
+    pub ticks_per_day: i64,
     pub features: &'a [&'a [f64]],
     pub label: Option<&'a [f64]>,
+}
+
+/// Ticks per day of nanosecond dates.
+pub const NANOS_PER_DAY: i64 = 86_400_000_000_000;
+
+/// The day numbers of `ticks` (`ticks_per_day` ≥ 1) into `out`: the common units with a
+/// constant divisor (a multiply), others with a division.
+fn day_numbers(ticks: impl Iterator<Item = i64>, ticks_per_day: i64, out: &mut [i64]) {
+    fn by<const D: i64>(ticks: impl Iterator<Item = i64>, out: &mut [i64]) {
+        for (o, t) in out.iter_mut().zip(ticks) {
+            *o = t.div_euclid(D);
+        }
+    }
+    match ticks_per_day {
+        1 => by::<1>(ticks, out),
+        86_400 => by::<86_400>(ticks, out),
+        86_400_000 => by::<86_400_000>(ticks, out),
+        86_400_000_000 => by::<86_400_000_000>(ticks, out),
+        NANOS_PER_DAY => by::<NANOS_PER_DAY>(ticks, out),
+        d => {
+            for (o, t) in out.iter_mut().zip(ticks) {
+                *o = t.div_euclid(d);
+            }
+        }
+    }
 }
 
 /// Windows of a [`DailyColumns`] table, keyed by (vehicle index, day number).
@@ -311,7 +345,7 @@ pub fn windows_of_columns(t: &DailyColumns<'_>, spec: &WindowSpec) -> Result<Col
     let mut y = vec![0f32; n];
     let mut vehicle = vec![0u32; n];
     let mut day = vec![0i64; n];
-    plan.write(&mut x, &mut y, &mut vehicle, &mut day);
+    plan.write(&mut x, &mut y, Some(&mut vehicle), &mut day);
     Ok(ColumnWindows {
         x: Array2::from_shape_vec((n, spec.width()), x).expect("n × width values"),
         y: Array1::from(y),
@@ -331,9 +365,21 @@ pub struct ColumnPlan<'a> {
     order: Vec<u32>,
     /// Vehicle `v`'s rows are `order[start[v]..start[v + 1]]`.
     start: Vec<usize>,
-    /// (first day, dense days) per vehicle.
-    spans: Vec<(i64, usize)>,
+    /// Per vehicle.
+    spans: Vec<Span>,
     total: usize,
+}
+
+/// A vehicle's days.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    /// First day.
+    first: i64,
+    /// Days from the first to the last, gaps included.
+    days: usize,
+    /// `Some(r)` when the vehicle's rows are the table's rows `r, r + 1, …` for days 0,
+    /// 1, … without a gap (a table grouped by vehicle, sorted and dense).
+    stretch: Option<usize>,
 }
 
 impl<'a> ColumnPlan<'a> {
@@ -359,6 +405,22 @@ impl<'a> ColumnPlan<'a> {
         if t.day.len() != n {
             return Err(shape("day column length", n, t.day.len()));
         }
+        let tpd = t.ticks_per_day;
+        if tpd < 1 {
+            return Err(BmsError::invalid(
+                "daily table",
+                format!("{tpd} ticks per day (at least 1)"),
+            ));
+        }
+        // NaT, with more than one tick a day (found per vehicle, reported at the first row).
+        let nat = |d: i64| tpd > 1 && d == i64::MIN;
+        let missing = || {
+            let i = t.day.iter().position(|&d| nat(d)).expect("a NaT was seen");
+            BmsError::invalid(
+                "daily table",
+                format!("row {}, column Date: missing date", i + 1),
+            )
+        };
         if let Some(f) = t.features.iter().find(|f| f.len() != n) {
             return Err(shape("feature column length", n, f.len()));
         }
@@ -366,68 +428,178 @@ impl<'a> ColumnPlan<'a> {
             return Err(shape("label column length", n, l.len()));
         }
         // Rows grouped by vehicle (a counting sort), table order kept within a vehicle.
+        // Counted and placed a run of equal vehicles at a time: tables are usually grouped
+        // by vehicle, and a counter bumped row after row waits on its own last store.
         let nv = t.vins.len();
         let mut start = vec![0usize; nv + 1];
-        for (i, &v) in t.vehicle.iter().enumerate() {
+        // Runs per vehicle, and where the first starts: a vehicle in one run is one stretch
+        // of the table.
+        let mut nruns = vec![0u32; nv];
+        let mut first_row = vec![0usize; nv];
+        for (v, rows) in runs(t.vehicle) {
             if v as usize >= nv {
                 return Err(BmsError::invalid(
                     "daily table",
-                    format!("row {}: vehicle index {v}, but there are {nv} VINs", i + 1),
+                    format!(
+                        "row {}: vehicle index {v}, but there are {nv} VINs",
+                        rows.start + 1
+                    ),
                 ));
             }
-            start[v as usize + 1] += 1;
+            start[v as usize + 1] += rows.len();
+            if nruns[v as usize] == 0 {
+                first_row[v as usize] = rows.start;
+            }
+            nruns[v as usize] = nruns[v as usize].saturating_add(1);
         }
         for v in 0..nv {
             start[v + 1] += start[v];
         }
-        let mut next = start.clone();
+        // Vehicles in several runs are placed here; one-run vehicles in parallel below.
         let mut order = vec![0u32; n];
-        for (i, &v) in t.vehicle.iter().enumerate() {
-            order[next[v as usize]] = i as u32;
-            next[v as usize] += 1;
+        if nruns.iter().any(|&r| r > 1) {
+            let mut next = start.clone();
+            for (v, rows) in runs(t.vehicle) {
+                let v = v as usize;
+                if nruns[v] > 1 {
+                    for (o, r) in order[next[v]..next[v] + rows.len()]
+                        .iter_mut()
+                        .zip(rows.clone())
+                    {
+                        *o = r as u32;
+                    }
+                    next[v] += rows.len();
+                }
+            }
         }
         let (min_day, max_day) = (
             day_of_date(NaiveDate::MIN) + 1,
             day_of_date(NaiveDate::MAX) - 1,
         );
-        let day = |r: u32| t.day[r as usize];
-        let mut spans = Vec::with_capacity(nv);
-        let mut total = 0usize;
-        for v in 0..nv {
-            let rows = &mut order[start[v]..start[v + 1]];
-            if rows.is_empty() {
-                spans.push((0, 0));
-                continue;
+        let outside = |v: usize, day: i64| {
+            BmsError::invalid(
+                "daily table",
+                format!(
+                    "VIN {}: day {day} since 1970-01-01 is outside the supported calendar",
+                    t.vins[v]
+                ),
+            )
+        };
+        // Vehicle v's rows (in table order) and room for day numbers: sorts the rows by day,
+        // checks them and gives the vehicle's span.
+        let span = |v: usize, rows: &mut [u32], days: &mut Vec<i64>| -> Result<Span> {
+            let len = rows.len();
+            if len == 0 {
+                return Ok(Span::default());
             }
-            if !rows.is_sorted_by_key(|&r| day(r)) {
-                rows.sort_by_key(|&r| day(r));
+            if nruns[v] == 1 {
+                for (o, r) in rows.iter_mut().zip(first_row[v]..) {
+                    *o = r as u32;
+                }
             }
-            let (first, last) = (day(rows[0]), day(rows[rows.len() - 1]));
+            let r0 = rows[0] as usize;
+            // One stretch of the table with dates one day apart, the common case: the days
+            // are the first one's, + 1, + 2, … (no day numbers needed).
+            if nruns[v] == 1 {
+                let ticks = &t.day[r0..r0 + len];
+                let steps = ticks
+                    .windows(2)
+                    .fold(true, |ok, w| ok & (w[1].wrapping_sub(w[0]) == tpd));
+                // (No wrap around the ends of i64 on the way.)
+                let reached = (len as i64 - 1)
+                    .checked_mul(tpd)
+                    .and_then(|span| ticks[0].checked_add(span))
+                    == Some(ticks[len - 1]);
+                if steps && reached && !nat(ticks[0]) {
+                    let first = ticks[0].div_euclid(tpd);
+                    let last = first.saturating_add(len as i64 - 1);
+                    if first < min_day || last > max_day {
+                        return Err(outside(v, if first < min_day { first } else { last }));
+                    }
+                    return Ok(Span {
+                        first,
+                        days: len,
+                        stretch: Some(r0),
+                    });
+                }
+            }
+            if rows.iter().any(|&r| nat(t.day[r as usize])) {
+                return Err(missing());
+            }
+            days.resize(len, 0);
+            day_numbers(rows.iter().map(|&r| t.day[r as usize]), tpd, days);
+            let sorted = days.is_sorted();
+            if !sorted {
+                // Stable: rows of one day keep table order (for the duplicate's message).
+                let mut by_day: Vec<(i64, u32)> =
+                    days.iter().copied().zip(rows.iter().copied()).collect();
+                by_day.sort_by_key(|&(d, _)| d);
+                for ((d, r), (od, or)) in days.iter_mut().zip(rows.iter_mut()).zip(by_day) {
+                    (*d, *r) = (od, or);
+                }
+            }
+            let (first, last) = (days[0], days[len - 1]);
             if first < min_day || last > max_day {
-                let bad = if first < min_day { first } else { last };
-                return Err(BmsError::invalid(
-                    "daily table",
-                    format!(
-                        "VIN {}: day {bad} since 1970-01-01 is outside the supported calendar",
-                        t.vins[v]
-                    ),
-                ));
+                return Err(outside(v, if first < min_day { first } else { last }));
             }
-            if let Some(w) = rows.windows(2).find(|w| day(w[0]) == day(w[1])) {
+            if let Some(i) = days.windows(2).position(|w| w[0] == w[1]) {
                 return Err(BmsError::DuplicateDay {
                     file: None,
                     vin: t.vins[v].clone(),
-                    date: date_of_day(day(w[0]))
+                    date: date_of_day(days[i])
                         .expect("inside the calendar")
                         .to_string(),
-                    first_line: u64::from(w[0]) + 1,
-                    second_line: u64::from(w[1]) + 1,
+                    first_line: u64::from(rows[i]) + 1,
+                    second_line: u64::from(rows[i + 1]) + 1,
                 });
             }
-            let days = (last - first + 1) as usize;
-            total += positions(days, spec).len();
-            spans.push((first, days));
+            let dense = (last - first + 1) as usize;
+            let stretch = (sorted && nruns[v] == 1 && len == dense).then_some(r0);
+            Ok(Span {
+                first,
+                days: dense,
+                stretch,
+            })
+        };
+        // Runs of vehicles in parallel, each on its own stretch of `order`; the first error
+        // in vehicle order wins, as in a sequential loop.
+        let runs = vehicle_runs((0..nv).map(|v| start[v + 1] - start[v]), n);
+        let mut parts = Vec::with_capacity(runs.len());
+        let mut rest = &mut order[..];
+        for r in runs {
+            let (head, tail) = rest.split_at_mut(start[r.end] - start[r.start]);
+            parts.push((r, head));
+            rest = tail;
         }
+        let run_spans = |(r, rows): (Range<usize>, &mut [u32])| -> Result<Vec<Span>> {
+            let base = start[r.start];
+            let mut days = Vec::new();
+            r.map(|v| {
+                span(
+                    v,
+                    &mut rows[start[v] - base..start[v + 1] - base],
+                    &mut days,
+                )
+            })
+            .collect()
+        };
+        let spans = if parts.len() > 1 {
+            parts.into_par_iter().map(run_spans).collect::<Vec<_>>()
+        } else {
+            parts.into_iter().map(run_spans).collect()
+        }
+        .into_iter()
+        .collect::<Result<Vec<_>>>()
+        // A missing date comes first, whatever else is wrong.
+        .map_err(|e| {
+            if t.day.iter().any(|&d| nat(d)) {
+                missing()
+            } else {
+                e
+            }
+        })?
+        .concat();
+        let total = spans.iter().map(|s| positions(s.days, spec).len()).sum();
         Ok(ColumnPlan {
             t,
             spec,
@@ -447,58 +619,286 @@ impl<'a> ColumnPlan<'a> {
         self.total == 0
     }
 
-    /// Writes the windows: `x` is `[len(), spec.width()]` row-major, `y`, `vehicle` and
-    /// `day` have `len()` elements. Panics if a buffer has another length.
-    pub fn write(&self, x: &mut [f32], y: &mut [f32], vehicle: &mut [u32], day: &mut [i64]) {
-        let (t, spec) = (&self.t, self.spec);
-        let nf = spec.features.len();
+    /// Windows of each vehicle (in `vins` order): the output holds vehicle 0's windows,
+    /// then vehicle 1's...
+    pub fn window_counts(&self) -> impl ExactSizeIterator<Item = usize> + '_ {
+        self.window_counts_of(0..self.spans.len())
+    }
+
+    fn window_counts_of(&self, vehicles: Range<usize>) -> impl ExactSizeIterator<Item = usize> {
+        self.spans[vehicles]
+            .iter()
+            .map(|s| positions(s.days, self.spec).len())
+    }
+
+    /// Writes the windows: `x` is `[len(), spec.width()]` row-major, `y`, `day` (and
+    /// `vehicle`, when asked for) have `len()` elements. Panics if a buffer has another
+    /// length.
+    ///
+    /// Large tables are written in parallel on the current rayon pool (see
+    /// [`vehicle_runs`]), each run of vehicles filling its own contiguous stretch of the
+    /// buffers (and taking the page faults of a fresh buffer on its own thread). The result
+    /// does not depend on the number of threads.
+    pub fn write(
+        &self,
+        x: &mut [f32],
+        y: &mut [f32],
+        vehicle: Option<&mut [u32]>,
+        day: &mut [i64],
+    ) {
+        let spec = self.spec;
         let width = spec.width();
         assert!(
             x.len() == self.total * width
                 && y.len() == self.total
-                && vehicle.len() == self.total
+                && vehicle.as_ref().is_none_or(|v| v.len() == self.total)
                 && day.len() == self.total,
             "output buffers must hold {} windows",
             self.total
         );
+        let runs = vehicle_runs(self.window_counts(), self.total);
+        let mut parts = Vec::with_capacity(runs.len());
+        let mut rest = Out { x, y, vehicle, day };
+        for r in runs {
+            let windows = self.window_counts_of(r.clone()).sum();
+            let (head, tail) = rest.split_at(windows, width);
+            parts.push((r, head));
+            rest = tail;
+        }
+        if parts.len() > 1 {
+            parts
+                .into_par_iter()
+                .for_each(|(vehicles, out)| self.write_vehicles(vehicles, out));
+        } else {
+            for (vehicles, out) in parts {
+                self.write_vehicles(vehicles, out);
+            }
+        }
+    }
+
+    /// The cache lines of vehicle v's feature values and labels, appended to `lines` when
+    /// its rows are one stretch of the table (a table grouped by vehicle): the values are
+    /// prefetched while the vehicle before writes its windows, reading them cold otherwise
+    /// stalls the transpose.
+    fn lines_of(&self, v: usize, lines: &mut Vec<*const f64>) {
+        let Span {
+            days,
+            stretch: Some(r),
+            ..
+        } = self.spans[v]
+        else {
+            return;
+        };
+        for col in self.t.features.iter().chain(self.t.label.as_ref()) {
+            lines.extend(col[r..r + days].chunks(8).map(<[f64]>::as_ptr));
+        }
+    }
+
+    /// Writes the windows of `vehicles` (a run of vehicle indices) into `out`, which holds
+    /// exactly their windows.
+    fn write_vehicles(&self, vehicles: Range<usize>, out: Out<'_>) {
+        let (t, spec) = (&self.t, self.spec);
+        let nf = spec.features.len();
+        let width = spec.width();
         let fill = spec.fill as f32;
+        let Out {
+            x,
+            y,
+            mut vehicle,
+            day,
+        } = out;
         let mut dense: Vec<f32> = Vec::new();
+        let mut column: Vec<f32> = Vec::new();
         let mut prefix: Vec<u32> = Vec::new();
+        let mut ahead: Vec<*const f64> = Vec::new();
+        let mut days_of: Vec<i64> = Vec::new();
+        let value = |v: f64| if v.is_nan() { fill } else { v as f32 };
         let mut k = 0;
-        for (v, &(first, days)) in self.spans.iter().enumerate() {
+        for v in vehicles.clone() {
+            let Span {
+                first,
+                days,
+                stretch,
+            } = self.spans[v];
             let pos = positions(days, spec);
             if pos.is_empty() {
                 continue;
             }
-            dense.clear();
-            dense.resize(days * nf, fill);
-            prefix.clear();
-            prefix.resize(days + 1, 0);
-            for &r in &self.order[self.start[v]..self.start[v + 1]] {
-                let r = r as usize;
-                let d = (t.day[r] - first) as usize;
-                for (o, col) in dense[d * nf..(d + 1) * nf].iter_mut().zip(t.features) {
-                    let value = col[r];
-                    if !value.is_nan() {
-                        *o = value as f32;
+            // The next vehicle's values, asked for a few cache lines per window written.
+            ahead.clear();
+            if v + 1 < vehicles.end {
+                self.lines_of(v + 1, &mut ahead);
+            }
+            if dense.len() < days * nf {
+                dense.resize(days * nf, fill);
+                column.resize(days, fill);
+                prefix.resize(days + 1, 0);
+            }
+            let dense = &mut dense[..days * nf];
+            let prefix = &mut prefix[..days + 1];
+            prefix[0] = 0;
+            if let Some(r) = stretch {
+                // Rows r, r + 1, ... are days 0, 1, ...: every value is written, a transpose
+                // of the column stretches.
+                let r = r..r + days;
+                for (c, col) in t.features.iter().enumerate() {
+                    // Converted in one (vectorised) pass, then spread with a stride.
+                    for (o, &x) in column.iter_mut().zip(&col[r.clone()]) {
+                        *o = value(x);
+                    }
+                    for (day, &x) in dense.chunks_exact_mut(nf).zip(&column) {
+                        day[c] = x;
                     }
                 }
-                if t.label.is_some_and(|l| l[r] == 1.0) {
-                    prefix[d + 1] = 1;
+                match t.label {
+                    Some(l) => {
+                        for (p, &x) in prefix[1..].iter_mut().zip(&l[r]) {
+                            *p = u32::from(x == 1.0);
+                        }
+                    }
+                    None => prefix.fill(0),
+                }
+            } else {
+                // Missing days stay `fill` (and no alarm).
+                dense.fill(fill);
+                prefix.fill(0);
+                let rows = &self.order[self.start[v]..self.start[v + 1]];
+                days_of.resize(rows.len(), 0);
+                let ticks = rows.iter().map(|&r| t.day[r as usize]);
+                day_numbers(ticks, t.ticks_per_day, &mut days_of);
+                for (&r, &day) in rows.iter().zip(&days_of) {
+                    let r = r as usize;
+                    let d = (day - first) as usize;
+                    for (o, col) in dense[d * nf..(d + 1) * nf].iter_mut().zip(t.features) {
+                        *o = value(col[r]);
+                    }
+                    if t.label.is_some_and(|l| l[r] == 1.0) {
+                        prefix[d + 1] = 1;
+                    }
                 }
             }
             for d in 0..days {
                 prefix[d + 1] += prefix[d];
             }
-            for i in pos {
-                x[k * width..(k + 1) * width]
-                    .copy_from_slice(&dense[(i - spec.context) * nf..i * nf]);
-                let end = (i + spec.horizon).min(days);
-                y[k] = if prefix[end] > prefix[i] { 1.0 } else { 0.0 };
-                vehicle[k] = v as u32;
-                day[k] = first + i as i64;
-                k += 1;
+            // Window i is the contiguous slice of days i − context … i − 1 of `dense`.
+            let n = pos.len();
+            let windows = x[k * width..(k + n) * width].chunks_exact_mut(width);
+            let per = ahead.len().div_ceil(n);
+            let mut lines = ahead.chunks(per.max(1));
+            for (i, xw) in pos.clone().zip(windows) {
+                xw.copy_from_slice(&dense[(i - spec.context) * nf..i * nf]);
+                for &p in lines.next().unwrap_or_default() {
+                    prefetch(p);
+                }
             }
+            for (i, yw) in pos.clone().zip(&mut y[k..k + n]) {
+                let end = (i + spec.horizon).min(days);
+                *yw = if prefix[end] > prefix[i] { 1.0 } else { 0.0 };
+            }
+            for (i, dw) in pos.zip(&mut day[k..k + n]) {
+                *dw = first + i as i64;
+            }
+            if let Some(vehicle) = vehicle.as_deref_mut() {
+                vehicle[k..k + n].fill(v as u32);
+            }
+            k += n;
         }
+        debug_assert_eq!(k, y.len(), "the run's buffers hold exactly its windows");
+    }
+}
+
+/// Runs of equal values of `vehicle`: (value, rows).
+fn runs(vehicle: &[u32]) -> impl Iterator<Item = (u32, Range<usize>)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let &v = vehicle.get(i)?;
+        let rest = &vehicle[i..];
+        // Whole blocks first (compared without a branch per value), then value by value.
+        let blocks = rest
+            .chunks_exact(16)
+            .take_while(|b| b.iter().fold(true, |same, &w| same & (w == v)))
+            .count();
+        let len = 16 * blocks + rest[16 * blocks..].iter().take_while(|&&w| w == v).count();
+        i += len;
+        Some((v, i - len..i))
+    })
+}
+
+/// A hint that `p` will be read soon.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address; SSE is part of x86_64.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Work (rows or windows) below which a run of vehicles is not split further.
+const MIN_RUN: usize = 4096;
+
+/// Consecutive runs of vehicles for parallel work, given each vehicle's share of `total`
+/// (rows, windows): a few runs per thread of at least [`MIN_RUN`] each, so that a thread
+/// done early takes another; one run when the work is small or there is one thread.
+fn vehicle_runs(work: impl Iterator<Item = usize>, total: usize) -> Vec<Range<usize>> {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || total < 2 * MIN_RUN {
+        let all = 0..work.count();
+        return vec![all];
+    }
+    let part = (total / (16 * threads)).max(MIN_RUN);
+    let mut runs = Vec::new();
+    let (mut first, mut acc, mut nv) = (0, 0, 0);
+    for (v, w) in work.enumerate() {
+        acc += w;
+        nv = v + 1;
+        if acc >= part {
+            runs.push(first..nv);
+            (first, acc) = (nv, 0);
+        }
+    }
+    if first < nv || runs.is_empty() {
+        runs.push(first..nv);
+    }
+    runs
+}
+
+/// Output buffers of [`ColumnPlan::write`] (or of a run of its vehicles).
+struct Out<'o> {
+    x: &'o mut [f32],
+    y: &'o mut [f32],
+    vehicle: Option<&'o mut [u32]>,
+    day: &'o mut [i64],
+}
+
+impl<'o> Out<'o> {
+    /// The first `n` windows and the rest.
+    fn split_at(self, n: usize, width: usize) -> (Out<'o>, Out<'o>) {
+        let (xa, xb) = self.x.split_at_mut(n * width);
+        let (ya, yb) = self.y.split_at_mut(n);
+        let (va, vb) = match self.vehicle {
+            Some(v) => {
+                let (a, b) = v.split_at_mut(n);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        let (da, db) = self.day.split_at_mut(n);
+        (
+            Out {
+                x: xa,
+                y: ya,
+                vehicle: va,
+                day: da,
+            },
+            Out {
+                x: xb,
+                y: yb,
+                vehicle: vb,
+                day: db,
+            },
+        )
     }
 }

@@ -376,6 +376,7 @@ fn column_windows(t: &DailyTable, s: &WindowSpec) -> bms_core::Result<ColumnWind
             vins: &vins,
             vehicle: &vehicle,
             day: &day,
+            ticks_per_day: 1,
             features: &cols,
             label: Some(&label),
         },
@@ -435,6 +436,7 @@ fn columns_report_duplicates_and_bad_shapes_like_rows() {
             vins: &vins,
             vehicle: &[0],
             day: &[19_723],
+            ticks_per_day: 1,
             features: &[&one],
             label: None,
         },
@@ -458,6 +460,7 @@ fn columns_report_duplicates_and_bad_shapes_like_rows() {
             vins: &vins,
             vehicle: &[1],
             day: &[19_723],
+            ticks_per_day: 1,
             features: &six,
             label: None,
         },
@@ -465,4 +468,150 @@ fn columns_report_duplicates_and_bad_shapes_like_rows() {
     )
     .unwrap_err();
     assert!(bad.to_string().contains("row 1: vehicle index 1"), "{bad}");
+}
+
+/// A larger table than the property tests': `nv` vehicles over `days` days, values and
+/// labels varying, every third vehicle with its rows shuffled and some days dropped.
+fn big_table(nv: usize, days: u64) -> DailyTable {
+    let mut rows = vec![];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for v in 0..nv {
+        let vin = format!("VIN{v:05}");
+        let start = date("2023-03-01") + Days::new(next() % 40);
+        let mut own = vec![];
+        for d in 0..days {
+            if v % 3 == 2 && next() % 10 == 0 {
+                continue;
+            }
+            let day = (start + Days::new(d)).to_string();
+            let label = if next() % 50 == 0 { 1.0 } else { 0.0 };
+            let mut r = row(&vin, &day, (next() % 1000) as f64, label);
+            if next() % 20 == 0 {
+                r.values[REFERENCE_COLUMNS[(next() % 6) as usize].index()] = f64::NAN;
+            }
+            own.push(r);
+        }
+        if v % 3 == 2 {
+            for i in (1..own.len()).rev() {
+                own.swap(i, (next() % (i as u64 + 1)) as usize);
+            }
+        }
+        rows.extend(own);
+    }
+    DailyTable { rows }
+}
+
+#[test]
+fn columns_written_in_parallel_equal_rows() {
+    let t = big_table(70, 300);
+    let s = WindowSpec::default();
+    let want = windows(&t, &s).unwrap();
+    assert!(
+        want.len() > 16_384,
+        "{} windows: too few to be split",
+        want.len()
+    );
+    for threads in [1, 2, 5] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let got = pool.install(|| column_windows(&t, &s)).unwrap();
+        assert_eq!(got.x, want.x, "{threads} threads");
+        assert_eq!(got.y, want.y, "{threads} threads");
+        let (vins, ..) = columns_of(&t, &s);
+        for (i, k) in want.keys.iter().enumerate() {
+            assert_eq!(vins[got.vehicle[i] as usize], k.vin);
+            assert_eq!(bms_core::daily::date_of_day(got.day[i]).unwrap(), k.date);
+        }
+    }
+}
+
+#[test]
+fn dates_in_ticks_fall_on_their_day() {
+    // The table moved before 1970, its dates given as nanoseconds with a time of day:
+    // each row is on the day its time falls in (a floor, also before the epoch).
+    const NS: i64 = bms_core::window::NANOS_PER_DAY;
+    let t = big_table(12, 90);
+    let s = spec(7, 5);
+    let (vins, vehicle, day, features, label) = columns_of(&t, &s);
+    let cols: Vec<&[f64]> = features.iter().map(Vec::as_slice).collect();
+    let run = |day: &[i64], ticks_per_day: i64| {
+        windows_of_columns(
+            &DailyColumns {
+                vins: &vins,
+                vehicle: &vehicle,
+                day,
+                ticks_per_day,
+                features: &cols,
+                label: Some(&label),
+            },
+            &s,
+        )
+    };
+    let early: Vec<i64> = day.iter().map(|d| d - 20_000).collect();
+    assert!(early.iter().all(|&d| d < 0));
+    let want = run(&early, 1).unwrap();
+    for time in [0, 1, NS / 2 + 3, NS - 1] {
+        let ns: Vec<i64> = early.iter().map(|d| d * NS + time).collect();
+        assert_eq!(run(&ns, NS).unwrap(), want, "time of day {time} ns");
+        let s_: Vec<i64> = early
+            .iter()
+            .map(|d| d * 86_400 + time / 1_000_000_000)
+            .collect();
+        assert_eq!(run(&s_, 86_400).unwrap(), want);
+        let odd: Vec<i64> = early.iter().map(|d| d * 24 + time / (NS / 24)).collect();
+        assert_eq!(run(&odd, 24).unwrap(), want, "hours");
+    }
+    // Times varying from row to row (no stretch of evenly spaced dates).
+    let ns: Vec<i64> = early
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d * NS + (i as i64 * 7_919_000_000_013) % NS)
+        .collect();
+    assert_eq!(run(&ns, NS).unwrap(), want, "varying times");
+    // NaT is a missing date, named by its row; a unit below one tick a day is refused.
+    let mut ns: Vec<i64> = early.iter().map(|d| d * NS).collect();
+    ns[40] = i64::MIN;
+    let e = run(&ns, NS).unwrap_err().to_string();
+    assert!(e.contains("row 41, column Date: missing date"), "{e}");
+    let e = run(&early, 0).unwrap_err().to_string();
+    assert!(e.contains("ticks per day"), "{e}");
+}
+
+#[test]
+fn a_missing_date_comes_before_other_errors_and_names_the_first_row() {
+    const NS: i64 = bms_core::window::NANOS_PER_DAY;
+    let t = big_table(6, 40);
+    let s = spec(3, 2);
+    let (vins, vehicle, day, features, label) = columns_of(&t, &s);
+    let cols: Vec<&[f64]> = features.iter().map(Vec::as_slice).collect();
+    let mut ns: Vec<i64> = day.iter().map(|d| d * NS).collect();
+    // A duplicate day in the first vehicle, NaT in later vehicles (one of them a stretch
+    // whose first date is NaT).
+    ns[1] = ns[0];
+    ns[150] = i64::MIN;
+    ns[100] = i64::MIN;
+    let first_of_vehicle_4 = vehicle.iter().position(|&v| v == 4).unwrap();
+    ns[first_of_vehicle_4] = i64::MIN;
+    let e = windows_of_columns(
+        &DailyColumns {
+            vins: &vins,
+            vehicle: &vehicle,
+            day: &ns,
+            ticks_per_day: NS,
+            features: &cols,
+            label: Some(&label),
+        },
+        &s,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("row 101, column Date: missing date"), "{e}");
 }

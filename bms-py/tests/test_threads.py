@@ -41,3 +41,30 @@ def test_threads_equal_one_thread():
                 s = ["vin", "date"]
                 pd.testing.assert_frame_equal(a.sort_values(s).reset_index(drop=True),
                                               b.sort_values(s).reset_index(drop=True))
+
+
+def _child_windows(daily):
+    x, y, keys = bms.windows(daily)
+    sim = bms.simulate(vehicles=3, days=30, seed=5)
+    return float(x.sum()), float(y.sum()), len(keys), len(sim.daily)
+
+
+def test_a_forked_child_gets_threads_of_its_own():
+    """Threads do not survive fork(): a child of a process that already used the thread
+    pool (windows, simulate) makes its own instead of waiting forever for the parent's."""
+    import multiprocessing as mp
+    import sys
+    import warnings
+
+    if sys.platform != "linux":
+        return
+    daily = bms.simulate(vehicles=60, days=200, seed=8).daily
+    x, y, keys = bms.windows(daily)  # parallel-size table: the pool is running
+    assert len(x) > 2 * 4096
+    want = (float(x.sum()), float(y.sum()), len(keys),
+            len(bms.simulate(vehicles=3, days=30, seed=5).daily))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process
+        with mp.get_context("fork").Pool(1) as pool:
+            got = pool.apply_async(_child_windows, (daily,)).get(timeout=120)
+    assert got == want

@@ -125,9 +125,71 @@ def _float_col(values: Any, what: str) -> "np.ndarray[Any, Any]":
     return out
 
 
-def _vin_codes(values: Any) -> "tuple[list[str], np.ndarray[Any, Any]]":
+def _vin_codes(values: Any, what: str) -> "tuple[list[str], np.ndarray[Any, Any]]":
+    """Distinct VINs (as str, in order of first appearance, like ``pd.factorize``) and a
+    code per row: uint32 from the native module for Arrow-held strings and categoricals
+    (a missing VIN is an error naming the row of table ``what``), int64 from
+    ``pd.factorize`` (-1 for a missing VIN, which the native module reports) otherwise."""
+    if isinstance(values, pd.Series):
+        arrow = _arrow_strings(values)
+        if arrow is not None:
+            return _arrow_vin_codes(arrow, what)
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            cat: Any = values.array
+            order, codes = _bms.first_appearance(
+                np.asarray(cat.codes, dtype=np.int64), len(cat.categories), what
+            )
+            return [str(v) for v in cat.categories.take(order)], codes
     codes, uniques = pd.factorize(values, sort=False)
     return [str(v) for v in uniques], np.ascontiguousarray(codes, dtype=np.int64)
+
+
+def _arrow_strings(values: pd.Series) -> Any:
+    """The pyarrow ChunkedArray behind a string Series held by Arrow (pandas' ``str`` and
+    ``string[pyarrow]`` dtypes, ``ArrowDtype(pa.string())``...), else None."""
+    arr = values.array
+    if type(arr).__module__.split(".")[0] != "pandas" or not hasattr(arr, "__arrow_array__"):
+        return None
+    if not isinstance(values.dtype, (pd.StringDtype, getattr(pd, "ArrowDtype", pd.StringDtype))):
+        return None
+    try:
+        import pyarrow as pa  # type: ignore[import-untyped]
+
+        chunked = arr.__arrow_array__()
+    except Exception:  # an older pandas or pyarrow: the generic path works everywhere
+        return None
+    if not isinstance(chunked, pa.ChunkedArray) or not (
+        pa.types.is_string(chunked.type) or pa.types.is_large_string(chunked.type)
+    ):
+        return None
+    return chunked
+
+
+def _arrow_chunks(chunked: Any, what: str) -> "list[tuple[Any, Any]]":
+    """``(offsets, data)`` numpy views of every chunk of an Arrow string column (an error
+    naming the row at the first null)."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+    if chunked.null_count:
+        row = int(np.flatnonzero(chunked.is_null().to_numpy(zero_copy_only=False))[0]) + 1
+        raise InvalidInputError(f"{what}: row {row} has no VIN (missing VINs are not allowed)")
+    offset_type = np.int64 if pa.types.is_large_string(chunked.type) else np.int32
+    chunks = []
+    for c in chunked.chunks:
+        _validity, offsets, data = c.buffers()
+        if offsets is None or len(c) == 0:
+            o = np.zeros(1, dtype=offset_type)
+        else:
+            o = np.frombuffer(offsets, dtype=offset_type)[c.offset : c.offset + len(c) + 1]
+            if not o.flags.aligned:  # Arrow aligns its buffers; a foreign one may not be
+                o = o.copy()
+        d = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+        chunks.append((o, d))
+    return chunks
+
+
+def _arrow_vin_codes(chunked: Any, what: str) -> "tuple[list[str], np.ndarray[Any, Any]]":
+    return _bms.factorize_strings(_arrow_chunks(chunked, what))
 
 
 def _days(values: Any, what: str) -> "np.ndarray[Any, Any]":
@@ -150,6 +212,26 @@ def _days(values: Any, what: str) -> "np.ndarray[Any, Any]":
     return np.ascontiguousarray(
         dt.to_numpy().astype("datetime64[D]").astype(np.int64), dtype=np.int64
     )
+
+
+# Parts of a day per datetime64 unit: a naive datetime64 column goes to the native module
+# as its int64 view, which turns it into days (and finds NaT) itself.
+_PER_DAY = {"D": 1, "h": 24, "m": 1440, "s": 86_400, "ms": 86_400_000, "us": 86_400_000_000,
+            "ns": 86_400_000_000_000}
+
+
+def _datetime_view(values: Any) -> "Optional[tuple[np.ndarray[Any, Any], int]]":
+    """``(int64 view, parts per day)`` of a naive datetime64 Series, else None."""
+    if not isinstance(values, pd.Series) or not isinstance(values.dtype, np.dtype):
+        return None
+    if values.dtype.kind != "M":
+        return None
+    dtype: Any = values.dtype
+    unit, count = np.datetime_data(dtype)
+    per_day = _PER_DAY.get(unit)
+    if per_day is None or count != 1:
+        return None
+    return np.ascontiguousarray(values.to_numpy().view(np.int64)), per_day
 
 
 def _dates(days: "np.ndarray[Any, Any]") -> "np.ndarray[Any, Any]":
@@ -456,7 +538,7 @@ def daily(
         if req not in names:
             raise InvalidInputError(f"frames: missing column '{req}' (columns: {', '.join(names)})")
     n = len(column("vin"))
-    vins, codes = _vin_codes(column("vin"))
+    vins, codes = _vin_codes(column("vin"), "frames")
 
     def lists(list_name: str, prefix: str) -> "tuple[Any, Any]":
         if list_name in names:
@@ -526,7 +608,12 @@ def windows(
 
     Returns:
         ``(X, y, keys)``: ``X`` float32 ``[n, context * len(features)]``, ``y`` float32
-        ``[n]``, ``keys`` a DataFrame with columns ``vin`` and ``date``.
+        ``[n]``, ``keys`` a DataFrame with columns ``vin`` (as pandas makes Python strings)
+        and ``date`` (datetime64[ns]).
+
+    The work runs on all cores (``RAYON_NUM_THREADS`` limits the threads). ``X`` has a
+    buffer of its own; ``y`` and the keys' columns share one (it is freed when none of
+    them is left).
     """
     if _is_arrow_table(daily):
         daily = daily.to_pandas()
@@ -543,11 +630,23 @@ def windows(
     for name, v in (("context", context), ("horizon", horizon)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise InvalidInputError(f"invalid window spec: {name} must be a whole number ≥ 1, got {v!r}")
-    vins, codes = _vin_codes(daily["VIN"])
-    days = _days(daily["Date"], "Date")
+    # Key VINs as Arrow strings when that is what pandas makes of strings; then Arrow-held
+    # VINs go to the native call as they are (it numbers them), without a list of VINs.
+    arrow_keys = _str_is_arrow()
+    arrow = _arrow_strings(daily["VIN"]) if arrow_keys is not None else None
+    vins: Optional[list[str]]
+    codes: Any
+    if arrow is not None:
+        vins, codes = None, _arrow_chunks(arrow, "daily table")
+    else:
+        vins, codes = _vin_codes(daily["VIN"], "daily table")
+    view = _datetime_view(daily["Date"])
+    days: Any
+    day_unit: Optional[int]
+    days, day_unit = view if view is not None else (_days(daily["Date"], "Date"), None)
     cols = [_float_col(daily[f], f) for f in feats]
     labels = _float_col(daily["Label"], "Label") if "Label" in daily.columns else None
-    x, y, kc, kd = _bms.windows(
+    x, y, kv, kd = _bms.windows(
         vins,
         codes,
         days,
@@ -558,8 +657,64 @@ def windows(
         horizon=int(horizon),
         fill=float(fill),
         full_horizon=bool(full_horizon),
+        day_unit=day_unit,
+        key_strings=arrow_keys is not None,
     )
-    return x, y, _keys_frame(vins, kc, kd)
+    vin_col: Any
+    if arrow_keys is not None and len(y):
+        vin_col = _arrow_key_vins(arrow_keys, len(y), kv)
+    elif arrow_keys is not None:
+        vin_col = np.array([], dtype=object)
+    else:
+        names = np.asarray(vins, dtype=object)
+        vin_col = names[kv] if len(y) else np.array([], dtype=object)
+    return x, y, pd.DataFrame({"vin": vin_col, "date": kd.view("datetime64[ns]")}, copy=False)
+
+
+def _str_is_arrow() -> Any:
+    """The dtype pandas gives a column of Python strings (``pd.DataFrame({"vin": [...]})``)
+    when that is an Arrow-backed string dtype (pandas 3's ``str`` with pyarrow installed),
+    else None: window keys are then built from Arrow buffers, not one object per window."""
+    key = _string_options()
+    if key is not None and key in _STR_DTYPES:
+        return _STR_DTYPES[key]
+    dtype: Any = pd.Series(np.array(["V"], dtype=object)).dtype
+    if not isinstance(dtype, pd.StringDtype) or not str(dtype.storage).startswith("pyarrow"):
+        dtype = None
+    if key is not None:
+        _STR_DTYPES[key] = dtype
+    return dtype
+
+
+# What pandas makes of strings depends on two options (string inference, string storage):
+# the answer is kept per pair of values (when this pandas tells the first without a
+# deprecation warning; otherwise it is asked every time).
+_STR_DTYPES: "dict[Any, Any]" = {}
+try:
+    from pandas._config import (  # type: ignore[attr-defined]
+        using_string_dtype as _using_string_dtype,
+    )
+except ImportError:  # pandas < 2.1
+    _using_string_dtype = None
+
+
+def _string_options() -> Any:
+    if _using_string_dtype is None:
+        return None
+    try:
+        return (bool(_using_string_dtype()), str(pd.get_option("mode.string_storage")))
+    except Exception:
+        return None
+
+
+def _arrow_key_vins(dtype: Any, n: int, buffers: Any) -> Any:
+    """The window VINs, ``(offsets, data)`` of an Arrow large_string array, as a pandas
+    array of ``dtype``."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+    offsets, data = buffers
+    arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+    return dtype.__from_arrow__(arr)
 
 
 # --------------------------------------------------------------------------------------

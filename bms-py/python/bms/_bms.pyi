@@ -19,6 +19,8 @@ __all__ = [
     "REFERENCE_COLUMNS",
     "__version__",
     "daily",
+    "factorize_strings",
+    "first_appearance",
     "frame_features",
     "read_batch_csv",
     "read_daily_csv",
@@ -61,7 +63,7 @@ def daily(
     alarm_spread_v: float = 0.1,
 ) -> dict[str, Any]: ...
 def windows(
-    vins: list[str],
+    vins: Optional[list[str]],
     codes: Any,
     days: Any,
     columns: list[Any],
@@ -71,9 +73,15 @@ def windows(
     horizon: int = 14,
     fill: float = ...,  # -1.0 (the runtime signature cannot show a negative default)
     full_horizon: bool = False,
-) -> tuple[
-    npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]
-]: ...
+    day_unit: Optional[int] = None,
+    key_strings: bool = False,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], Any, npt.NDArray[np.int64]]: ...
+def factorize_strings(
+    chunks: list[tuple[Any, Any]],
+) -> tuple[list[str], npt.NDArray[np.uint32]]: ...
+def first_appearance(
+    codes: Any, n: int, what: str = "daily table"
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]]: ...
 def read_daily_csv(
     path: str, strict: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any], int, int]: ...
