@@ -77,7 +77,7 @@ DAILY_FRAME_COLUMNS = ["VIN", "Date", *REFERENCE_COLUMNS, "Label", *EXTENDED_COL
 _EPOCH = np.datetime64("1970-01-01", "D")
 # pandas >= 2 parses dates strictly as ISO 8601 with format="ISO8601"; pandas 1.5 (the
 # oldest supported) has no such format, and its default parser reads ISO 8601 itself.
-_ISO8601: "dict[str, str]" = {"format": "ISO8601"} if int(pd.__version__.split(".")[0]) >= 2 else {}
+_ISO8601: Any = {"format": "ISO8601"} if int(pd.__version__.split(".")[0]) >= 2 else {}
 
 
 # --------------------------------------------------------------------------------------
@@ -171,7 +171,8 @@ def _arrow_chunks(chunked: Any, what: str) -> "list[tuple[Any, Any]]":
     import pyarrow as pa  # type: ignore[import-untyped]
 
     if chunked.null_count:
-        row = int(np.flatnonzero(chunked.is_null().to_numpy(zero_copy_only=False))[0]) + 1
+        # ChunkedArray.to_numpy takes no arguments before pyarrow 13.
+        row = int(np.flatnonzero(chunked.is_null().to_numpy())[0]) + 1
         raise InvalidInputError(f"{what}: row {row} has no VIN (missing VINs are not allowed)")
     offset_type = np.int64 if pa.types.is_large_string(chunked.type) else np.int32
     chunks = []
