@@ -14,20 +14,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 VENV="${BMS_VENV:-$ROOT/.venv}"
-REQ="$ROOT/bms-py/requirements-test.txt"
+MIN_VENV="${BMS_MIN_VENV:-$ROOT/.venv-min}"
 
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "== creating venv $VENV"
-  python3 -m venv "$VENV"
-fi
-STAMP="$VENV/.bms-py-requirements.sha256"
-WANT="$(sha256sum "$REQ" | cut -d' ' -f1)"
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
-  echo "== installing test requirements into $VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
-  echo "$WANT" > "$STAMP"
-fi
+# ensure_venv DIR REQUIREMENTS: creates the venv if missing and (re)installs the pinned
+# requirements when the file's hash differs from the one recorded at the last install.
+ensure_venv() {
+  local venv="$1" req="$2"
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "== creating venv $venv"
+    python3 -m venv "$venv"
+  fi
+  local stamp="$venv/.bms-py-requirements.sha256" want
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== installing $(basename "$req") into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+    echo "$want" > "$stamp"
+  fi
+}
+ensure_venv "$VENV" "$ROOT/bms-py/requirements-test.txt"
 
 echo "== building the bms command line (parity tests compare with it)"
 BMS_BIN="$(cargo build --bin bms --locked --message-format=json-render-diagnostics \
@@ -58,20 +64,7 @@ echo "== pytest bms-py/tests"
 
 # The oldest numpy/pandas/pyarrow that pyproject.toml accepts, same wheel, same tests
 # except test_model.py (its exporters and reference runtimes need current numpy).
-MIN_VENV="${BMS_MIN_VENV:-$ROOT/.venv-min}"
-MIN_REQ="$ROOT/bms-py/requirements-min.txt"
-if [ ! -x "$MIN_VENV/bin/python" ]; then
-  echo "== creating venv $MIN_VENV"
-  python3 -m venv "$MIN_VENV"
-fi
-MIN_STAMP="$MIN_VENV/.bms-py-requirements.sha256"
-MIN_WANT="$(sha256sum "$MIN_REQ" | cut -d' ' -f1)"
-if [ "$(cat "$MIN_STAMP" 2>/dev/null)" != "$MIN_WANT" ]; then
-  echo "== installing the declared minimum versions into $MIN_VENV"
-  "$MIN_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$MIN_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$MIN_REQ"
-  echo "$MIN_WANT" > "$MIN_STAMP"
-fi
+ensure_venv "$MIN_VENV" "$ROOT/bms-py/requirements-min.txt"
 "$MIN_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall \
   --no-deps "$WHEELS"/bms_py-*.whl
 echo "== pytest bms-py/tests with $("$MIN_VENV/bin/python" -c 'import numpy, pandas, pyarrow; print(f"numpy {numpy.__version__}, pandas {pandas.__version__}, pyarrow {pyarrow.__version__}")')"
