@@ -95,6 +95,41 @@ pub const FRAME_FEATURE_NAMES: [&str; 14] = [
     "consistency_alarm",
 ];
 
+/// Names of the float-valued [`FrameFeatures`] columns, in the order of
+/// [`FrameFeatures::floats`].
+pub const FRAME_FEATURE_FLOAT_NAMES: [&str; 11] = [
+    "cell_v_max",
+    "cell_v_min",
+    "cell_v_spread",
+    "cell_v_mean",
+    "cell_v_std",
+    "temp_max",
+    "temp_min",
+    "temp_delta",
+    "temp_mean",
+    "soc_deviation",
+    "soc_bias",
+];
+
+impl FrameFeatures {
+    /// The float-valued features, in the order of [`FRAME_FEATURE_FLOAT_NAMES`].
+    pub fn floats(&self) -> [f64; 11] {
+        [
+            self.cell_v_max,
+            self.cell_v_min,
+            self.cell_v_spread,
+            self.cell_v_mean,
+            self.cell_v_std,
+            self.temp_max,
+            self.temp_min,
+            self.temp_delta,
+            self.temp_mean,
+            self.soc_deviation,
+            self.soc_bias,
+        ]
+    }
+}
+
 /// Computes the features of one frame.
 pub fn frame_features(frame: &FrameRef<'_>, config: &FeatureConfig) -> FrameFeatures {
     let cells = cell_stats(frame.cell_voltages, &config.ocv);
@@ -455,19 +490,7 @@ mod tests {
         let cells = [f64::NAN; 3];
         let temps = [f64::NAN];
         let f = frame_features(&frame(&cells, &temps, None), &FeatureConfig::default());
-        for x in [
-            f.cell_v_max,
-            f.cell_v_min,
-            f.cell_v_spread,
-            f.cell_v_mean,
-            f.cell_v_std,
-            f.temp_max,
-            f.temp_min,
-            f.temp_delta,
-            f.temp_mean,
-            f.soc_deviation,
-            f.soc_bias,
-        ] {
+        for x in f.floats() {
             assert!(x.is_nan());
         }
         assert_eq!(f.cell_v_max_idx, None);

@@ -24,7 +24,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 use rayon::prelude::*;
 
 use bms_core::daily::{DailyColumn, EXTENDED_COLUMNS, REFERENCE_COLUMNS, day_of_date};
-use bms_core::features::FRAME_FEATURE_NAMES;
+use bms_core::features::{FRAME_FEATURE_FLOAT_NAMES, FRAME_FEATURE_NAMES};
 use bms_core::io::batch_csv::BatchOptions;
 use bms_core::io::{ReadMode, Reject};
 use bms_core::simulate::for_each_frame;
@@ -232,7 +232,9 @@ fn frame_features<'py>(
     let cell_rows = Rows::new(&cells);
     let temp_rows = Rows::new(&temps);
     let result = py.detach(|| -> Result<_, BmsError> {
-        let mut f64s: Vec<Vec<f64>> = (0..11).map(|_| Vec::with_capacity(n)).collect();
+        let mut f64s: Vec<Vec<f64>> = (0..FRAME_FEATURE_FLOAT_NAMES.len())
+            .map(|_| Vec::with_capacity(n))
+            .collect();
         let mut idx: [Vec<i64>; 2] = [Vec::with_capacity(n), Vec::with_capacity(n)];
         let mut alarm = Vec::with_capacity(n);
         let (mut cb, mut tb) = (Vec::new(), Vec::new());
@@ -251,19 +253,7 @@ fn frame_features<'py>(
                 },
             };
             let f = bms_core::frame_features(&frame, &config);
-            for (col, v) in f64s.iter_mut().zip([
-                f.cell_v_max,
-                f.cell_v_min,
-                f.cell_v_spread,
-                f.cell_v_mean,
-                f.cell_v_std,
-                f.temp_max,
-                f.temp_min,
-                f.temp_delta,
-                f.temp_mean,
-                f.soc_deviation,
-                f.soc_bias,
-            ]) {
+            for (col, v) in f64s.iter_mut().zip(f.floats()) {
                 col.push(v);
             }
             idx[0].push(f.cell_v_max_idx.map_or(-1, |v| v as i64));
@@ -274,20 +264,7 @@ fn frame_features<'py>(
     });
     let (f64s, idx, alarm) = result.map_err(to_py)?;
     let d = PyDict::new(py);
-    let float_names = [
-        "cell_v_max",
-        "cell_v_min",
-        "cell_v_spread",
-        "cell_v_mean",
-        "cell_v_std",
-        "temp_max",
-        "temp_min",
-        "temp_delta",
-        "temp_mean",
-        "soc_deviation",
-        "soc_bias",
-    ];
-    for (name, col) in float_names.iter().zip(f64s) {
+    for (name, col) in FRAME_FEATURE_FLOAT_NAMES.iter().zip(f64s) {
         d.set_item(name, col.into_pyarray(py))?;
     }
     let [max_idx, min_idx] = idx;
