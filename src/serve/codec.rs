@@ -1,14 +1,15 @@
 //! Request bodies in, response bodies out: pure functions, no I/O.
 //!
-//! Numbers are read with [`bms_core::io::parse_f64`] (decimal or scientific, `nan` or an
-//! empty field as NaN, infinities refused) and handed to the model as f32, exactly as
+//! Numbers are read with [`bms_core::io::parse_f32`] ([`bms_core::io::parse_f64`]'s value
+//! rounded to f32: decimal or scientific, `nan` or an empty field as NaN, infinities
+//! refused) and handed to the model, exactly as
 //! `bms predict` reads the batch CSV, so both give the same probabilities for the same
 //! rows. Probabilities are written as the shortest decimal that reads back to the same f32
 //! (what `bms predict` writes).
 
 use std::fmt::Write as _;
 
-use bms_core::io::parse_f64;
+use bms_core::io::{parse_f32, parse_f64};
 use chrono::NaiveDate;
 use serde_json::Value;
 
@@ -141,9 +142,9 @@ pub fn parse_csv(body: &[u8], width: usize) -> Result<Rows, BadBody> {
         }
         for (col, field) in fields.enumerate() {
             let col = col + skip;
-            let v = parse_f64(field)
+            let v = parse_f32(field)
                 .map_err(|reason| bad(format!("line {line_no}, column {}: {reason}", col + 1)))?;
-            x.push(v as f32);
+            x.push(v);
         }
         n += 1;
     }
@@ -347,10 +348,10 @@ pub fn parse_gateway(body: &[u8], width: usize) -> Result<GatewayRequest, BadBod
                 )));
             }
             for (k, f) in s.split(',').enumerate() {
-                let v = parse_f64(f.as_bytes()).map_err(|reason| {
+                let v = parse_f32(f.as_bytes()).map_err(|reason| {
                     bad(format!("field \"features\", value {}: {reason}", k + 1))
                 })?;
-                x.push(v as f32);
+                x.push(v);
             }
         }
         Value::Array(row) => push_row(&mut x, row, width, "field \"features\"")?,

@@ -12,8 +12,8 @@ use chrono::NaiveDate;
 use ndarray::Array2;
 
 use super::{
-    LineReader, ReadMode, ReadReport, Record, RejectSink, fmt_f32, open, parse_f64, push_text,
-    write_atomic,
+    LineReader, ReadMode, ReadReport, Record, RejectSink, fmt_f32, open, parse_f32, parse_f64,
+    push_text, write_atomic,
 };
 use crate::error::{BmsError, Location, Result};
 use crate::window::{WindowBatch, WindowKey};
@@ -141,8 +141,7 @@ fn parse_line(
     let date = NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
         .map_err(|_| BmsError::parse(loc(1), format!("'{}' is not a YYYY-MM-DD date", d.trim())))?;
     for (k, out) in row.iter_mut().enumerate() {
-        let v = parse_f64(rec.get(2 + k)).map_err(|reason| BmsError::parse(loc(2 + k), reason))?;
-        *out = v as f32;
+        *out = parse_f32(rec.get(2 + k)).map_err(|reason| BmsError::parse(loc(2 + k), reason))?;
     }
     let label = if with_label {
         let col = fields - 1;

@@ -16,6 +16,7 @@
 pub mod batch_csv;
 pub mod daily_csv;
 pub mod frame_csv;
+mod number;
 pub mod parquet;
 
 use std::fs::File;
@@ -27,6 +28,7 @@ use crate::error::{BmsError, Location, Result};
 pub use batch_csv::{BatchData, read_batch_csv, write_batch_csv};
 pub use daily_csv::{read_daily_csv, write_daily_csv};
 pub use frame_csv::{read_frame_csv, write_frame_csv};
+pub use number::{parse_f32, parse_f64};
 pub use parquet::{
     read_daily_parquet, read_frames_parquet, write_daily_parquet, write_frames_parquet,
 };
@@ -171,35 +173,6 @@ pub(crate) fn write_atomic(
         w.flush().map_err(|e| BmsError::io(path, e))?;
     }
     file.commit()
-}
-
-/// Parses a numeric field: decimal or scientific notation, `nan`/`NaN`/`NAN` or an empty
-/// field as NaN. Infinities are refused (no sensor reports them). Every text input of the
-/// project (files, HTTP bodies) reads numbers through this one function.
-pub fn parse_f64(field: &[u8]) -> std::result::Result<f64, String> {
-    // The common case first: a plain number with no spaces around it.
-    if let (Some(a), Some(z)) = (field.first(), field.last())
-        && (a.is_ascii_digit() || *a == b'-' || *a == b'.')
-        && z.is_ascii_digit()
-        && let Ok(t) = std::str::from_utf8(field)
-        && let Ok(v) = t.parse::<f64>()
-    {
-        return if v.is_finite() {
-            Ok(v)
-        } else {
-            Err(format!("'{t}' is not a finite number"))
-        };
-    }
-    let s = std::str::from_utf8(field).map_err(|_| "not valid UTF-8".to_owned())?;
-    let t = s.trim();
-    if t.is_empty() || t.eq_ignore_ascii_case("nan") {
-        return Ok(f64::NAN);
-    }
-    match t.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(v),
-        Ok(_) => Err(format!("'{t}' is not a finite number")),
-        Err(_) => Err(format!("'{t}' is not a number")),
-    }
 }
 
 /// Formats a float so that it reads back to the same value; NaN as `nan`.
