@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use bms_core::io::{parse_f32, parse_f64};
+use bms_core::io::{parse_date, parse_f32, parse_f64};
 use chrono::NaiveDate;
 use serde_json::Value;
 
@@ -131,13 +131,8 @@ pub fn parse_csv(body: &[u8], width: usize) -> Result<Rows, BadBody> {
             if vin.is_empty() {
                 return Err(bad(format!("line {line_no}, column 1: empty VIN")));
             }
-            let d = String::from_utf8_lossy(date);
-            let date = NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| {
-                bad(format!(
-                    "line {line_no}, column 2: '{}' is not a YYYY-MM-DD date",
-                    d.trim()
-                ))
-            })?;
+            let date = parse_date(date)
+                .map_err(|reason| bad(format!("line {line_no}, column 2: {reason}")))?;
             keys.push((n, vin.to_owned(), date));
         }
         for (col, field) in fields.enumerate() {

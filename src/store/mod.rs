@@ -121,8 +121,39 @@ pub fn event_id(vin: &str, date: NaiveDate, model_id: &str) -> String {
 /// `YYYY-MM-DD` (what `date.format("%Y-%m-%d")` gives, without parsing a format string
 /// for every row).
 pub fn iso_date(date: NaiveDate) -> String {
+    let mut s = String::with_capacity(10);
+    push_iso_date(&mut s, date);
+    s
+}
+
+/// Appends `YYYY-MM-DD` (what `{:04}-{:02}-{:02}` of year, month and day writes) without
+/// the formatting machinery for the years 0–9999: three dates per prediction.
+pub fn push_iso_date(out: &mut String, date: NaiveDate) {
     use chrono::Datelike;
-    format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
+    let (y, m, d) = (date.year(), date.month(), date.day());
+    match u32::try_from(y) {
+        Ok(y) if y <= 9999 => {
+            let digit = |v: u32| char::from(b'0' + (v % 10) as u8);
+            for c in [
+                digit(y / 1000),
+                digit(y / 100),
+                digit(y / 10),
+                digit(y),
+                '-',
+                digit(m / 10),
+                digit(m),
+                '-',
+                digit(d / 10),
+                digit(d),
+            ] {
+                out.push(c);
+            }
+        }
+        _ => {
+            use std::fmt::Write as _;
+            write!(out, "{y:04}-{m:02}-{d:02}").expect("writing to a String");
+        }
+    }
 }
 
 /// The snake_case name of a daily column in events (`TotalVoltage` → `total_voltage`).
@@ -273,7 +304,7 @@ pub fn write_event_json(out: &mut String, p: &Prediction, keys: &EventKeys) {
     out.push_str(",\"vin\":");
     push_json_str(out, &p.vin);
     out.push_str(",\"date\":\"");
-    out.push_str(&iso_date(p.date));
+    push_iso_date(out, p.date);
     out.push_str("\",\"predicted_prob\":");
     push_json_f32(out, p.predicted_prob);
     keys.push_features(out, &p.features);
@@ -388,6 +419,31 @@ mod tests {
         assert_eq!(names[5], "min_temperature_14");
         assert_eq!(names[6], "total_voltage_13");
         assert_eq!(names[83], "min_temperature_1");
+    }
+
+    #[test]
+    fn iso_dates_as_format_writes_them() {
+        use chrono::Datelike;
+        for (y, m, d) in [
+            (2024, 2, 29),
+            (0, 1, 1),
+            (9, 12, 31),
+            (999, 10, 5),
+            (9999, 12, 31),
+            (10_000, 1, 1),
+            (-1, 6, 15),
+            (-2024, 3, 1),
+        ] {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            let want = format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day());
+            assert_eq!(iso_date(date), want);
+        }
+        let mut date = NaiveDate::from_ymd_opt(1999, 1, 1).unwrap();
+        for _ in 0..20_000 {
+            let want = format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day());
+            assert_eq!(iso_date(date), want);
+            date = date.succ_opt().unwrap();
+        }
     }
 
     #[test]

@@ -8,12 +8,11 @@
 use std::io::{BufRead, Write};
 use std::path::Path;
 
-use chrono::NaiveDate;
 use ndarray::Array2;
 
 use super::{
-    LineReader, ReadMode, ReadReport, Record, RejectSink, fmt_f32, open, parse_f32, parse_f64,
-    push_text, write_atomic,
+    LineReader, ReadMode, ReadReport, Record, RejectSink, fmt_f32, open, parse_date, parse_f32,
+    parse_f64, push_text, write_atomic,
 };
 use crate::error::{BmsError, Location, Result};
 use crate::window::{WindowBatch, WindowKey};
@@ -137,9 +136,7 @@ fn parse_line(
     if vin.is_empty() {
         return Err(BmsError::parse(loc(0), "empty VIN"));
     }
-    let d = String::from_utf8_lossy(rec.get(1));
-    let date = NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
-        .map_err(|_| BmsError::parse(loc(1), format!("'{}' is not a YYYY-MM-DD date", d.trim())))?;
+    let date = parse_date(rec.get(1)).map_err(|reason| BmsError::parse(loc(1), reason))?;
     for (k, out) in row.iter_mut().enumerate() {
         *out = parse_f32(rec.get(2 + k)).map_err(|reason| BmsError::parse(loc(2 + k), reason))?;
     }

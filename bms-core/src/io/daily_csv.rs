@@ -13,7 +13,8 @@ use std::path::Path;
 use chrono::NaiveDate;
 
 use super::{
-    LineReader, ReadMode, ReadReport, Record, RejectSink, fmt_f64, open, parse_f64, write_atomic,
+    LineReader, ReadMode, ReadReport, Record, RejectSink, fmt_f64, open, parse_date, parse_f64,
+    write_atomic,
 };
 use crate::daily::{
     DailyColumn, DailyRow, DailyTable, EXTENDED_COLUMNS, N_DAILY_COLUMNS, REFERENCE_COLUMNS,
@@ -189,11 +190,7 @@ fn parse_row(rec: &Record<'_>, slots: &[Slot], file: Option<&Path>, line: u64) -
                 vin = v.to_owned();
             }
             Slot::Date => {
-                let s = String::from_utf8_lossy(field);
-                let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| {
-                    BmsError::parse(loc(col), format!("'{}' is not a YYYY-MM-DD date", s.trim()))
-                })?;
-                date = Some(d);
+                date = Some(parse_date(field).map_err(|reason| BmsError::parse(loc(col), reason))?);
             }
             Slot::Value(c) => {
                 values[c.index()] =

@@ -15,8 +15,8 @@
 
 pub mod batch_csv;
 pub mod daily_csv;
+mod field;
 pub mod frame_csv;
-mod number;
 pub mod parquet;
 
 use std::fs::File;
@@ -27,8 +27,8 @@ use crate::error::{BmsError, Location, Result};
 
 pub use batch_csv::{BatchData, read_batch_csv, write_batch_csv};
 pub use daily_csv::{read_daily_csv, write_daily_csv};
+pub use field::{parse_date, parse_f32, parse_f64};
 pub use frame_csv::{read_frame_csv, write_frame_csv};
-pub use number::{parse_f32, parse_f64};
 pub use parquet::{
     read_daily_parquet, read_frames_parquet, write_daily_parquet, write_frames_parquet,
 };
