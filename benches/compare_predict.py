@@ -181,8 +181,13 @@ def main():
         os.sync()
         t_b, c_b, p_b = pandas_ort(batch, os.path.join(tmp, "pandas"), args.ort_threads)
         shutil.rmtree(os.path.join(tmp, "pandas"))
-        os.sync()
-        t_a, c_a, p_a = reference_way(batch, args.ref_lines, os.path.join(tmp, "ref.jsonl"))
+        # (a) varies most from run to run (1.4-1.9 s for 3,000 lines on this VM): best of 2,
+        # as for bms.
+        runs = []
+        for _ in range(2):
+            os.sync()
+            runs.append(reference_way(batch, args.ref_lines, os.path.join(tmp, "ref.jsonl")))
+        t_a, c_a, p_a = min(runs, key=lambda r: r[0])
         os.sync()
         t_bms2, c_bms2 = run_bms(binary, batch, os.path.join(tmp, "bms"))
         t_bms, c_bms = min((t_bms, c_bms), (t_bms2, c_bms2))
@@ -206,7 +211,7 @@ def main():
         print("| pipeline | rows | wall s | rows/s (wall) | CPU s (user+sys) | rows per CPU-second |")
         print("|---|---|---|---|---|---|")
         print(f"| bms predict --out (Parquet + JSONL + SQLite + summary), best of 2 | {args.lines} | {t_bms:.2f} | {r_bms:,.0f} | {c_bms:.2f} | {args.lines / c_bms:,.0f} |")
-        print(f"| (a) reference way: per line XGBoost + one JSON per line | {len(p_a)} | {t_a:.2f} | {r_a:,.0f} | {c_a:.2f} | {len(p_a) / c_a:,.0f} |")
+        print(f"| (a) reference way: per line XGBoost + one JSON per line, best of 2 | {len(p_a)} | {t_a:.2f} | {r_a:,.0f} | {c_a:.2f} | {len(p_a) / c_a:,.0f} |")
         print(f"| (b) pandas read_csv + onnxruntime + to_parquet + to_json | {args.lines} | {t_b:.2f} | {r_b:,.0f} | {c_b:.2f} | {args.lines / c_b:,.0f} |")
         print()
         print(f"wall:  bms / (a) = {r_bms / r_a:.1f}x (goal >= 50x); bms / (b) = {r_bms / r_b:.2f}x (goal >= 3x)")

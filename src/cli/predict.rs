@@ -567,7 +567,7 @@ struct BlockLimits {
     part_bytes: usize,
     /// The input's size when known (else 0): blocks near the end shrink to a third of
     /// what is left (at least two parts), so that the last block, whose rows the stores
-    /// write after everything else is scored, is small.
+    /// write after everything else is scored, is small (see [`block_bytes`]).
     total_bytes: u64,
 }
 
@@ -675,13 +675,20 @@ fn read_blocks(
     }
 }
 
-/// The size of the next block: `chunk_bytes`, or near the end of an input of known size
-/// (`total_bytes > 0`) a third of what is left but at least two parts.
+/// The size of the next block: `chunk_bytes`; at the start, two parts and then as much as
+/// was read before (the cores wait for the first block: 32 MB took ~40 ms to read); and
+/// near the end of an input of known size (`total_bytes > 0`) a third of what is left but
+/// at least two parts.
 fn block_bytes(chunk_bytes: usize, part_bytes: usize, total_bytes: u64, consumed: u64) -> usize {
-    let mut want = chunk_bytes;
+    let two_parts = part_bytes.saturating_mul(2);
+    let mut want = chunk_bytes.min(
+        usize::try_from(consumed)
+            .unwrap_or(usize::MAX)
+            .max(two_parts),
+    );
     if total_bytes > 0 {
         let left = usize::try_from(total_bytes.saturating_sub(consumed) / 3).unwrap_or(usize::MAX);
-        want = want.min(left.max(part_bytes.saturating_mul(2)));
+        want = want.min(left.max(two_parts));
     }
     want.max(1)
 }
