@@ -19,6 +19,11 @@ reference container does; `bms serve` uses its defaults. wrk, the servers and an
 else on the machine share its CPUs: read the ratios, not the absolute figures. The
 last column, the servers' own CPU time (user + system, all threads and worker processes,
 from /proc) per request, depends least on what else runs on the machine.
+
+With a C compiler (`cc`) the harness also runs `floor`, benches/c/http_floor.c: a server
+that answers every request with an empty 200 and does nothing else, on 1-line bodies. Its
+requests/s is the most any server can reach in this harness on this machine: the ratio
+`floor / flask` is the ceiling for `bms / flask`.
 """
 
 import argparse
@@ -182,6 +187,18 @@ def main():
             procs.append(p)
             wait_ready(port, p, name)
             servers[name] = (port, p.pid)
+        cc = shutil.which("cc")
+        if cc:
+            floor = os.path.join(tmp, "http_floor")
+            subprocess.run([cc, "-O2", "-o", floor, os.path.join(HERE, "c", "http_floor.c")],
+                           check=True)
+            port = free_port()
+            p = subprocess.Popen([floor, str(port)])
+            procs.append(p)
+            wait_ready(port, p, "floor")
+            servers["floor"] = (port, p.pid)
+        else:
+            print("no C compiler (cc): the floor server is left out")
         port = free_port()
         p = subprocess.Popen(
             [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", str(args.workers),
@@ -200,8 +217,9 @@ def main():
 
         print(f"wrk {args.duration} s per cell, best of {args.rounds} interleaved rounds, "
               f"{os.cpu_count()} CPUs shared by wrk and the servers\n", flush=True)
+        extra = ["bms-no-inline"] + (["floor"] if "floor" in servers else [])
         cells = [(n, c, name) for n in (1, 1000) for c in conc
-                 for name in ["bms", "flask"] + (["bms-no-inline"] if n == 1 else [])]
+                 for name in ["bms", "flask"] + (extra if n == 1 else [])]
         results = {}
         for _ in range(args.rounds):
             for n, c, name in cells:
@@ -216,12 +234,16 @@ def main():
             r = results[(n, c, name)]
             print(f"| {n} line{'s' if n > 1 else ''} | {c} | {name} | {r[0]:,.0f} | "
                   f"{fmt_lat(r[1])} | {fmt_lat(r[2])} | {fmt_lat(r[3])} |")
-        print("\n| body | concurrency | req/s bms / flask | p99 flask / bms | CPU per request flask / bms |")
-        print("|---|---|---|---|---|")
+        print("\n| body | concurrency | req/s bms / flask | req/s floor / flask (ceiling) "
+              "| p99 flask / bms | CPU per request flask / bms |")
+        print("|---|---|---|---|---|---|")
         for n in (1, 1000):
             for c in conc:
                 b, f = results[(n, c, "bms")], results[(n, c, "flask")]
-                print(f"| {n} | {c} | {b[0] / f[0]:.1f}× | {f[2] / b[2]:.1f}× | {f[3] / b[3]:.1f}× |")
+                fl = results.get((n, c, "floor"))
+                ceiling = f"{fl[0] / f[0]:.1f}×" if fl else "–"
+                print(f"| {n} | {c} | {b[0] / f[0]:.1f}× | {ceiling} | {f[2] / b[2]:.1f}× "
+                      f"| {f[3] / b[3]:.1f}× |")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

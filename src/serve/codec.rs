@@ -106,13 +106,22 @@ pub fn parse_csv(body: &[u8], width: usize) -> Result<Rows, BadBody> {
     let mut x = Vec::with_capacity(width.max(1) * (body.len() / (width * 8 + 1) + 1));
     let mut keys = Vec::new();
     let mut n = 0usize;
-    for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let line_no = i + 1;
+    // One pass over each line for its commas; the fields are the ranges between them.
+    let mut commas = Vec::with_capacity(width + 2);
+    let mut start = 0usize;
+    let mut line_no = 0usize;
+    while start < body.len() {
+        let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
+        let raw = &body[start..end];
+        start = end + 1;
+        line_no += 1;
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let fields = line.iter().filter(|&&b| b == b',').count() + 1;
+        commas.clear();
+        bms_core::io::for_each_comma(line, |i| commas.push(i));
+        let fields = commas.len() + 1;
         let skip = if fields == width {
             0
         } else if fields == width + 2 {
@@ -122,22 +131,24 @@ pub fn parse_csv(body: &[u8], width: usize) -> Result<Rows, BadBody> {
                 "line {line_no}: expected {width} values (or VIN, Date and {width} values), found {fields} fields"
             )));
         };
-        let mut fields = line.split(|&b| b == b',');
+        let field = |k: usize| {
+            let a = if k == 0 { 0 } else { commas[k - 1] + 1 };
+            let b = commas.get(k).copied().unwrap_or(line.len());
+            &line[a..b]
+        };
         if skip == 2 {
-            let (vin, date) = (fields.next().unwrap_or(b""), fields.next().unwrap_or(b""));
-            let vin = std::str::from_utf8(vin)
+            let vin = std::str::from_utf8(field(0))
                 .map_err(|_| bad(format!("line {line_no}, column 1: VIN is not valid UTF-8")))?
                 .trim();
             if vin.is_empty() {
                 return Err(bad(format!("line {line_no}, column 1: empty VIN")));
             }
-            let date = parse_date(date)
+            let date = parse_date(field(1))
                 .map_err(|reason| bad(format!("line {line_no}, column 2: {reason}")))?;
             keys.push((n, vin.to_owned(), date));
         }
-        for (col, field) in fields.enumerate() {
-            let col = col + skip;
-            let v = parse_f32(field)
+        for col in skip..fields {
+            let v = parse_f32(field(col))
                 .map_err(|reason| bad(format!("line {line_no}, column {}: {reason}", col + 1)))?;
             x.push(v);
         }
@@ -146,7 +157,6 @@ pub fn parse_csv(body: &[u8], width: usize) -> Result<Rows, BadBody> {
     Ok(Rows { n, x, keys })
 }
 
-/// A JSON number or `null` (NaN, a missing value) as f32.
 fn json_value(v: &Value, at: impl Fn() -> String) -> Result<f32, BadBody> {
     match v {
         Value::Null => Ok(f32::NAN),

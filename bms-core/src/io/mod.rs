@@ -418,7 +418,7 @@ fn split_line(
 /// (commas are ~20 bytes apart in the number-heavy lines here, too dense for `memchr`'s
 /// per-call set-up to pay off).
 #[inline]
-fn for_each_comma(line: &[u8], mut f: impl FnMut(usize)) {
+pub fn for_each_comma(line: &[u8], mut f: impl FnMut(usize)) {
     const COMMAS: u64 = u64::from_ne_bytes([b','; 8]);
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let mut words = line.chunks_exact(8);
