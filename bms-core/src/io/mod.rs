@@ -296,24 +296,19 @@ impl<R: std::io::BufRead> LineReader<R> {
             while end > 0 && (line[end - 1] == b'\n' || line[end - 1] == b'\r') {
                 end -= 1;
             }
-            let blank = line[..end].iter().all(u8::is_ascii_whitespace);
-            let split = if blank {
-                Ok(false)
-            } else {
-                split_line(
-                    &line[..end],
-                    &mut self.data,
-                    &mut self.bounds,
-                    self.file.as_deref(),
-                    self.line,
-                )
-            };
-            if blank {
+            if line[..end].iter().all(u8::is_ascii_whitespace) {
                 if whole.is_some() {
                     self.r.consume(len);
                 }
                 continue;
             }
+            let split = split_line(
+                &line[..end],
+                &mut self.data,
+                &mut self.bounds,
+                self.file.as_deref(),
+                self.line,
+            );
             if whole.is_some() {
                 self.pending = len;
             }
