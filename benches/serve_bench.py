@@ -178,7 +178,7 @@ def main():
     servers = {}
     procs = []
     try:
-        for name, extra in (("bms", []), ("bms-no-inline", ["--inline-max-bytes", "0"])):
+        for name, extra in (("bms", []), ("bms-inline", ["--inline-max-bytes", "8192"])):
             port = free_port()
             p = subprocess.Popen(
                 [bms, "serve", "--model", os.path.join(HERE, "data", "xgb_ref.onnx"),
@@ -217,7 +217,7 @@ def main():
 
         print(f"wrk {args.duration} s per cell, best of {args.rounds} interleaved rounds, "
               f"{os.cpu_count()} CPUs shared by wrk and the servers\n", flush=True)
-        extra = ["bms-no-inline"] + (["floor"] if "floor" in servers else [])
+        extra = ["bms-inline"] + (["floor"] if "floor" in servers else [])
         cells = [(n, c, name) for n in (1, 1000) for c in conc
                  for name in ["bms", "flask"] + (extra if n == 1 else [])]
         results = {}

@@ -50,9 +50,10 @@ pub struct ServeArgs {
     pub workers: Option<usize>,
 
     /// A body up to this many bytes is scored on the thread that read it instead of the
-    /// worker pool when no other scoring request is in flight (a thread hop costs more
-    /// than scoring a few lines); 0 sends everything to the pool.
-    #[arg(long, env = "BMS_INLINE_MAX_BYTES", default_value_t = 8192)]
+    /// worker pool when no other scoring request is in flight. Off (0) by default: it
+    /// serves one client ~15 % faster but gave p99 tails of 1–3 ms with 8 clients
+    /// (benches/RESULTS.md); 8192 (a few lines) suits a single client.
+    #[arg(long, env = "BMS_INLINE_MAX_BYTES", default_value_t = 0)]
     pub inline_max_bytes: usize,
 
     /// Seconds to wait for in-flight requests after SIGTERM/SIGINT.

@@ -8,14 +8,12 @@
 //!   from a semaphore of `max_inflight`; when none is left it is answered `429` with
 //!   `Retry-After` at once, so memory (at most `max_inflight` bodies of `max_body` bytes)
 //!   and queueing are bounded. While draining for shutdown, new requests get `503`.
-//! - **Where inference runs.** A body up to `inline_max_bytes` (default 8 KiB: a few
-//!   lines, about 15 µs of parsing and tree evaluation) that is the only scoring request
-//!   in flight is parsed and scored on the reactor thread that received it: the hop to
-//!   another thread would cost more than the work (1 line, one client: 3× the
-//!   requests/s and a third of the CPU per request, benches/RESULTS.md). Everything else
-//!   (large bodies, and small ones while other scoring requests are in flight) is parsed
-//!   and scored on tokio's blocking pool, capped at `workers` threads, so the reactor
-//!   keeps serving sockets; the work holds its admission permit until it is really done.
+//! - **Where inference runs.** Bodies are parsed and scored on tokio's blocking pool,
+//!   capped at `workers` threads, so the reactor keeps serving sockets; the work holds its
+//!   admission permit until it is really done. Opt-in (`inline_max_bytes`, default 0): a
+//!   body up to that size that is the only scoring request in flight is scored on the
+//!   reactor thread that received it, skipping the hop (one client: ~15 % more
+//!   requests/s; eight clients: p99 tails of 1–3 ms, benches/RESULTS.md).
 //! - **Timeouts.** Reading the head and the body, and answering, must each finish within
 //!   `timeout` (`408` for a slow body, `503` when scoring overruns).
 //! - **Shutdown.** SIGTERM or SIGINT stops accepting, lets every in-flight request finish
@@ -79,7 +77,8 @@ pub struct ServeConfig {
     pub max_inflight: usize,
     /// Threads that score large bodies.
     pub workers: usize,
-    /// Bodies up to this size are scored on the reactor thread.
+    /// Bodies up to this size are scored on the reactor thread when no other scoring
+    /// request is in flight; 0: none.
     pub inline_max_bytes: usize,
     /// Longest wait for in-flight requests at shutdown.
     pub drain: Duration,
@@ -439,7 +438,8 @@ async fn run_work<T: Send + 'static>(
     body_len: usize,
     work: impl FnOnce(&Model) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    if body_len <= state.config.inline_max_bytes && state.metrics.in_flight() <= 1 {
+    let inline = state.config.inline_max_bytes;
+    if inline > 0 && body_len <= inline && state.metrics.in_flight() <= 1 {
         let out = work(&state.model);
         drop(permit);
         return out;
