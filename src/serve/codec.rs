@@ -157,6 +157,7 @@ pub fn parse_csv(body: &[u8], width: usize) -> Result<Rows, BadBody> {
     Ok(Rows { n, x, keys })
 }
 
+/// A JSON number or `null` (NaN, a missing value) as f32.
 fn json_value(v: &Value, at: impl Fn() -> String) -> Result<f32, BadBody> {
     match v {
         Value::Null => Ok(f32::NAN),
