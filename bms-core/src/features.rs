@@ -96,20 +96,14 @@ pub const FRAME_FEATURE_NAMES: [&str; 14] = [
 ];
 
 /// Names of the float-valued [`FrameFeatures`] columns, in the order of
-/// [`FrameFeatures::floats`].
-pub const FRAME_FEATURE_FLOAT_NAMES: [&str; 11] = [
-    "cell_v_max",
-    "cell_v_min",
-    "cell_v_spread",
-    "cell_v_mean",
-    "cell_v_std",
-    "temp_max",
-    "temp_min",
-    "temp_delta",
-    "temp_mean",
-    "soc_deviation",
-    "soc_bias",
-];
+/// [`FrameFeatures::floats`]: [`FRAME_FEATURE_NAMES`] without the two cell indices and the
+/// alarm flag.
+pub const FRAME_FEATURE_FLOAT_NAMES: [&str; 11] = {
+    let n = FRAME_FEATURE_NAMES;
+    [
+        n[0], n[1], n[2], n[3], n[4], n[7], n[8], n[9], n[10], n[11], n[12],
+    ]
+};
 
 impl FrameFeatures {
     /// The float-valued features, in the order of [`FRAME_FEATURE_FLOAT_NAMES`].
