@@ -6,7 +6,7 @@ bodies at a few concurrency levels.
     cargo build --release --bin bms      # then --bms PATH if the binary is elsewhere
     apt-get install -y wrk
     python3 -m venv /work/venv-serve && /work/venv-serve/bin/pip install flask gunicorn xgboost==3.2.0 numpy
-    /work/venv-serve/bin/python benches/serve_bench.py [--duration 5] [--concurrency 1,8,32]
+    /work/venv-serve/bin/python benches/serve_bench.py [--pin] [--duration 5] [--concurrency 1,8,32]
 
 Both servers load the same model (`benches/data/xgb_ref.onnx` and XGBoost's own
 `xgb_ref.json`, see make_bench_model.py) and score the same bodies (rows of
@@ -14,11 +14,15 @@ make_bench_model.py's distribution, ~3 % `nan`, written `%.18e` like the referen
 The script first checks that both answer the same probabilities (within 1e-6), then runs
 `wrk --latency` for each (server, body, concurrency), each once all servers are idle again,
 and prints a table with the ratios.
-Flask runs under gunicorn with one process per CPU (gthread workers, keep-alive), as the
-reference container does; `bms serve` uses its defaults. wrk, the servers and anything
-else on the machine share its CPUs: read the ratios, not the absolute figures. The
-last column, the servers' own CPU time (user + system, all threads and worker processes,
-from /proc) per request, depends least on what else runs on the machine.
+Flask runs under gunicorn with one process per CPU it may use (gthread workers,
+keep-alive), as the reference container does; `bms serve` uses its defaults (which also
+size themselves to the CPUs it may use). By default wrk, the servers and anything else on
+the machine share all CPUs, so wrk (~16 µs of CPU per request here) takes CPU from the
+server it measures: read the ratios, not the absolute figures. With `--pin` the servers
+run on the first half of the CPUs and wrk on the other half, as if the client were
+another machine; every server gets the same CPUs. The last column, the servers' own CPU
+time (user + system, all threads and worker processes, from /proc) per request, depends
+least on either.
 
 With a C compiler (`cc`) the harness also runs `floor`, benches/c/http_floor.c: a server
 that answers every request with an empty 200 and does nothing else, on 1-line bodies. Its
@@ -125,12 +129,18 @@ def settle(pids, quiet=0.05, window=0.3, limit=15.0):
     print(f"  warning: servers still busy after {limit:.0f} s")
 
 
-def run_wrk(port, pid, lua, conns, duration):
+def on_cpus(cpus):
+    """A preexec_fn that confines the child to `cpus` (None: leave it where it is)."""
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
+def run_wrk(port, pid, lua, conns, duration, cpus=None):
     cpu0 = cpu_seconds(pid)
+    threads = min(conns, len(cpus) if cpus else 2)
     out = subprocess.run(
-        ["wrk", f"-t{min(conns, 2)}", f"-c{conns}", f"-d{duration}s", "--latency", "-s", lua,
+        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "-s", lua,
          f"http://127.0.0.1:{port}/invocations"],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, preexec_fn=on_cpus(cpus),
     ).stdout
     cpu = cpu_seconds(pid) - cpu0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -153,11 +163,22 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="interleaved rounds; each cell reports its best round (highest req/s)")
     ap.add_argument("--concurrency", default="1,8,32")
-    ap.add_argument("--workers", type=int, default=os.cpu_count(),
-                    help="gunicorn processes for the Flask server")
+    ap.add_argument("--workers", type=int,
+                    help="gunicorn processes for the Flask server (default: one per CPU "
+                         "the servers may use)")
+    ap.add_argument("--pin", action="store_true",
+                    help="give the servers the first half of the CPUs and wrk the rest, "
+                         "instead of letting all of them share every CPU")
     ap.add_argument("--bms", help="the bms binary (default $CARGO_TARGET_DIR/release/bms)")
     args = ap.parse_args()
     conc = [int(c) for c in args.concurrency.split(",")]
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus = client_cpus = None
+    if args.pin:
+        if len(cpus) < 2:
+            sys.exit("--pin needs at least 2 CPUs")
+        server_cpus, client_cpus = set(cpus[:len(cpus) // 2]), set(cpus[len(cpus) // 2:])
+    workers = args.workers or len(server_cpus or cpus)
 
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     bms = args.bms or os.path.join(target, "release", "bms")
@@ -183,7 +204,7 @@ def main():
             p = subprocess.Popen(
                 [bms, "serve", "--model", os.path.join(HERE, "data", "xgb_ref.onnx"),
                  "--host", "127.0.0.1", "--port", str(port), *extra],
-                stderr=subprocess.DEVNULL)
+                stderr=subprocess.DEVNULL, preexec_fn=on_cpus(server_cpus))
             procs.append(p)
             wait_ready(port, p, name)
             servers[name] = (port, p.pid)
@@ -193,7 +214,7 @@ def main():
             subprocess.run([cc, "-O2", "-o", floor, os.path.join(HERE, "c", "http_floor.c")],
                            check=True)
             port = free_port()
-            p = subprocess.Popen([floor, str(port)])
+            p = subprocess.Popen([floor, str(port)], preexec_fn=on_cpus(server_cpus))
             procs.append(p)
             wait_ready(port, p, "floor")
             servers["floor"] = (port, p.pid)
@@ -201,10 +222,10 @@ def main():
             print("no C compiler (cc): the floor server is left out")
         port = free_port()
         p = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", str(args.workers),
+            [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", str(workers),
              "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{port}", "--chdir", HERE,
              "--log-level", "warning", "serve_flask:app"],
-            stderr=subprocess.DEVNULL)
+            stderr=subprocess.DEVNULL, preexec_fn=on_cpus(server_cpus))
         procs.append(p)
         wait_ready(port, p, "flask")
         servers["flask"] = (port, p.pid)
@@ -215,8 +236,10 @@ def main():
         if diff > 1e-6:
             sys.exit("the servers disagree")
 
+        where = (f"servers on CPU {sorted(server_cpus)}, wrk on CPU {sorted(client_cpus)}"
+                 if args.pin else f"{len(cpus)} CPUs shared by wrk and the servers")
         print(f"wrk {args.duration} s per cell, best of {args.rounds} interleaved rounds, "
-              f"{os.cpu_count()} CPUs shared by wrk and the servers\n", flush=True)
+              f"{where}; Flask: {workers} gunicorn processes\n", flush=True)
         extra = ["bms-inline"] + (["floor"] if "floor" in servers else [])
         cells = [(n, c, name) for n in (1, 1000) for c in conc
                  for name in ["bms", "flask"] + (extra if n == 1 else [])]
@@ -225,7 +248,7 @@ def main():
             for n, c, name in cells:
                 lua = os.path.join(tmp, f"body{n}.lua")
                 settle([pid for _, pid in servers.values()])
-                r = run_wrk(*servers[name], lua, c, args.duration)
+                r = run_wrk(*servers[name], lua, c, args.duration, client_cpus)
                 if (n, c, name) not in results or r[0] > results[(n, c, name)][0]:
                     results[(n, c, name)] = r
         print("| body | concurrency | server | req/s | p50 | p99 | server CPU per request |")
