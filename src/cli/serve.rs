@@ -45,7 +45,7 @@ pub struct ServeArgs {
     #[arg(long, env = "BMS_MAX_INFLIGHT", default_value_t = 64)]
     pub max_inflight: usize,
 
-    /// Threads scoring large bodies (default: the number of CPUs).
+    /// Threads that score request bodies (default: the number of CPUs).
     #[arg(long, env = "BMS_WORKERS")]
     pub workers: Option<usize>,
 

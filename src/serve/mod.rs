@@ -75,7 +75,7 @@ pub struct ServeConfig {
     pub timeout: Duration,
     /// Scoring requests admitted at once; more are answered 429.
     pub max_inflight: usize,
-    /// Threads that score large bodies.
+    /// Threads that score request bodies.
     pub workers: usize,
     /// Bodies up to this size are scored on the reactor thread when no other scoring
     /// request is in flight; 0: none.
