@@ -177,7 +177,7 @@ def main():
     if args.pin:
         if len(cpus) < 2:
             sys.exit("--pin needs at least 2 CPUs")
-        server_cpus, client_cpus = set(cpus[:len(cpus) // 2]), set(cpus[len(cpus) // 2:])
+        server_cpus, client_cpus = cpus[:len(cpus) // 2], cpus[len(cpus) // 2:]
     workers = args.workers or len(server_cpus or cpus)
 
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -236,7 +236,7 @@ def main():
         if diff > 1e-6:
             sys.exit("the servers disagree")
 
-        where = (f"servers on CPU {sorted(server_cpus)}, wrk on CPU {sorted(client_cpus)}"
+        where = (f"servers on CPU {server_cpus}, wrk on CPU {client_cpus}"
                  if args.pin else f"{len(cpus)} CPUs shared by wrk and the servers")
         print(f"wrk {args.duration} s per cell, best of {args.rounds} interleaved rounds, "
               f"{where}; Flask: {workers} gunicorn processes\n", flush=True)
