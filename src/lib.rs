@@ -4,4 +4,3 @@
 pub mod cli;
 pub mod report;
 pub mod serve;
-pub mod store;

@@ -18,8 +18,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use chrono::NaiveDate;
 
-use crate::store::parquet::read_predictions;
-use crate::store::{Prediction, SUMMARY_FILE};
+use bms_batch::store::parquet::read_predictions;
+use bms_batch::store::{Prediction, SUMMARY_FILE};
 
 /// Vehicles listed in the at-risk table.
 pub const TABLE_ROWS: usize = 20;
@@ -166,7 +166,7 @@ pub fn write_report(dir: &Path, out: &Path) -> Result<ReportData> {
     std::io::Write::write_all(f.file(), html.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
     f.commit()?;
-    crate::cli::predict::readable(out);
+    bms_batch::sink::readable(out);
     Ok(data)
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use bms::store::SqliteStore;
+use bms_batch::store::SqliteStore;
 use common::text;
 
 #[test]

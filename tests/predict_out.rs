@@ -6,8 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bms::store::parquet::read_predictions;
-use bms::store::{Prediction, SqliteStore, event_id};
+use bms_batch::store::parquet::read_predictions;
+use bms_batch::store::{Prediction, SqliteStore, event_id};
 use common::{bms, ok, p, stderr, text};
 
 fn root() -> &'static Path {

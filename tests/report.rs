@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bms::store::parquet::read_predictions;
+use bms_batch::store::parquet::read_predictions;
 use common::{ok, p, text};
 
 fn root() -> &'static Path {

@@ -877,7 +877,7 @@ fn port_from_sagemaker_bind_to_port() {
 
 #[test]
 fn store_records_what_bms_predict_out_records_and_flushes_on_sigterm() {
-    use bms::store::{EVENTS_FILE, SQLITE_FILE, SqliteStore};
+    use bms_batch::store::{EVENTS_FILE, SQLITE_FILE, SqliteStore};
     let (batch, _) = fleet();
     let dir = tempfile::tempdir().unwrap();
     let (batch_file, out, store) = (

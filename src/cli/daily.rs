@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bms_core::io::{self, ReadMode};
-use bms_core::{Chemistry, DailyConfig, FeatureConfig, OcvCurve, UtcOffset};
+use bms_core::{DailyConfig, FeatureConfig, UtcOffset};
 use clap::Args;
 
-use super::{FileKind, ensure_parent, report_counts, write_rejects};
+use super::{FileKind, ensure_parent, report_read, write_rejects};
 
 #[derive(Debug, Args)]
 pub struct DailyArgs {
@@ -54,15 +54,7 @@ pub struct DailyArgs {
     pub reference_only: bool,
 }
 
-/// Resolves an `--ocv` value.
-pub fn ocv_curve(spec: &str) -> Result<OcvCurve> {
-    if let Ok(chem) = spec.parse::<Chemistry>() {
-        return Ok(OcvCurve::for_chemistry(chem));
-    }
-    let text = std::fs::read_to_string(spec)
-        .with_context(|| format!("--ocv '{spec}' is neither nmc, lfp nor a readable CSV file"))?;
-    OcvCurve::from_csv_str(&text).with_context(|| format!("OCV table {spec}"))
-}
+pub use bms_batch::ocv_curve;
 
 pub fn run(args: DailyArgs) -> Result<()> {
     let config = DailyConfig {
@@ -78,7 +70,7 @@ pub fn run(args: DailyArgs) -> Result<()> {
         FileKind::Csv => io::read_frame_csv(&args.input, mode)?,
         FileKind::Parquet => io::read_frames_parquet(&args.input, mode)?,
     };
-    report_counts("frames", &args.input, &report);
+    report_read("frames", &args.input, &report);
     if let Some(path) = &args.rejects {
         ensure_parent(path)?;
         write_rejects(path, &report.rejects)?;

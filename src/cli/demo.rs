@@ -10,8 +10,10 @@ use bms_core::model::Model;
 use bms_core::simulate::{self, SimConfig};
 use clap::Args;
 
-use super::predict::{InputFormat, RunOptions, print_summary, run_with_model};
-use crate::store::{EVENTS_FILE, PARQUET_FILE, REJECTS_FILE, SQLITE_FILE, SUMMARY_FILE};
+use super::predict::{print_summary, run_with_model};
+use bms_batch::sink::readable;
+use bms_batch::store::{EVENTS_FILE, PARQUET_FILE, REJECTS_FILE, SQLITE_FILE, SUMMARY_FILE};
+use bms_batch::{InputFormat, Job};
 
 /// The shipped reference model, built into the binary so that the demo runs from anywhere.
 const SHIPPED_MODEL: &[u8] = include_bytes!("../../models/consistency-ref14x6.onnx");
@@ -67,26 +69,21 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let truth_path = dir.join("truth.csv");
     io::write_daily_csv(&daily, &sim.table, true)?;
     simulate::write_truth_csv(&truth_path, &sim.truth)?;
-    super::predict::readable(&daily);
-    super::predict::readable(&truth_path);
+    readable(&daily);
+    readable(&truth_path);
     eprintln!("    {} frames → {} daily rows", sim.frames, sim.table.len());
 
     eprintln!(
         "2/3 scoring every 14-day window with model {}…",
         model.contract().model_id
     );
-    let summary = run_with_model(
-        &model,
-        &RunOptions {
-            input: daily.clone(),
-            format: Some(InputFormat::Daily),
-            out: Some(dir.clone()),
-            partition_by_date: false,
-            strict: true,
-            threshold: None,
-            daily_config: config.daily_config(),
-        },
-    )?;
+    let job = Job {
+        format: Some(InputFormat::Daily),
+        strict: true,
+        daily_config: config.daily_config(),
+        ..Job::default()
+    };
+    let summary = run_with_model(&model, &daily, &job, Some(dir))?;
     print_summary(&summary, Some(dir));
 
     eprintln!("3/3 writing the report…");

@@ -57,30 +57,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// File formats the CLI reads and writes, chosen by extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    Csv,
-    Parquet,
-}
-
-impl FileKind {
-    pub fn of(path: &Path) -> Result<Self> {
-        match path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref()
-        {
-            Some("csv") => Ok(FileKind::Csv),
-            Some("parquet") | Some("pq") => Ok(FileKind::Parquet),
-            _ => anyhow::bail!(
-                "{}: cannot tell the format from the extension (use .csv or .parquet)",
-                path.display()
-            ),
-        }
-    }
-}
+pub use bms_batch::FileKind;
 
 /// Creates the directory an output file goes into, when missing.
 pub fn ensure_parent(path: &Path) -> Result<()> {
@@ -92,7 +69,21 @@ pub fn ensure_parent(path: &Path) -> Result<()> {
 }
 
 /// Prints a reader's counts and rejects to stderr.
-pub fn report_counts<T>(what: &str, path: &Path, report: &bms_core::io::ReadReport<T>) {
+pub fn report_read<T>(what: &'static str, path: &Path, report: &bms_core::io::ReadReport<T>) {
+    report_counts(
+        what,
+        path,
+        &bms_batch::ReadCounts {
+            what,
+            read: report.read,
+            accepted: report.accepted,
+            rejects: &report.rejects,
+        },
+    );
+}
+
+/// Prints counts and the first rejects to stderr.
+pub fn report_counts(what: &str, path: &Path, report: &bms_batch::ReadCounts<'_>) {
     eprintln!(
         "{}: read {} {what}, accepted {}, rejected {}",
         path.display(),

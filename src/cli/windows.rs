@@ -7,7 +7,7 @@ use bms_core::io::{self, ReadMode};
 use bms_core::{DailyColumn, WindowSpec};
 use clap::Args;
 
-use super::{FileKind, ensure_parent, report_counts, write_rejects};
+use super::{FileKind, ensure_parent, report_read, write_rejects};
 
 #[derive(Debug, Args)]
 pub struct WindowsArgs {
@@ -74,7 +74,7 @@ pub fn run(args: WindowsArgs) -> Result<()> {
                 ReadMode::Strict
             };
             let report = io::read_daily_csv(&args.input, mode)?;
-            report_counts("daily rows", &args.input, &report);
+            report_read("daily rows", &args.input, &report);
             if let Some(path) = &args.rejects {
                 ensure_parent(path)?;
                 write_rejects(path, &report.rejects)?;

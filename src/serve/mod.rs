@@ -57,7 +57,7 @@ use codec::{BadBody, Format};
 use metrics::{Metrics, Route};
 use recorder::Recorder;
 
-use crate::store::Prediction;
+use bms_batch::store::Prediction;
 
 /// The header SageMaker passes through to the container and back.
 pub const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";

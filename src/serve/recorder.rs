@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use bms_core::WindowSpec;
 
 use super::metrics::Metrics;
-use crate::store::{Prediction, Store, event_field_names};
+use bms_batch::store::{Prediction, Store, event_field_names};
 
 /// Rows written per transaction at most.
 const MAX_BATCH: usize = 8192;

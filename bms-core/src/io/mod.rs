@@ -435,8 +435,9 @@ pub fn for_each_comma(line: &[u8], mut f: impl FnMut(usize)) {
     }
 }
 
-/// Appends a text field, quoted when it holds a separator, quote or line break.
-pub(crate) fn push_text(out: &mut String, s: &str) {
+/// Appends a CSV text field, quoted when it holds a separator, quote or line break (the
+/// quoting every CSV this project writes uses, and its readers undo).
+pub fn push_text(out: &mut String, s: &str) {
     if s.contains([',', '"', '\n', '\r']) {
         out.push('"');
         out.push_str(&s.replace('"', "\"\""));

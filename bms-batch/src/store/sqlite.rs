@@ -71,30 +71,7 @@ pub struct SqliteBatch<'a> {
 impl SqliteBatch<'_> {
     /// Upserts `preds` inside the transaction.
     pub fn upsert(&mut self, preds: &[Prediction]) -> Result<()> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(UPSERT)
-            .with_context(|| format!("{}: preparing the upsert", self.path.display()))?;
-        // In key order within the batch: the primary-key index is then filled page by page.
-        // A stable sort: of two rows with the same id, the later one still wins.
-        let mut sorted: Vec<&Prediction> = preds.iter().collect();
-        sorted.sort_by(|a, b| a.event_id.cmp(&b.event_id));
-        let mut blob = Vec::new();
-        for p in sorted {
-            blob.clear();
-            blob.extend(p.features.iter().flat_map(|v| v.to_le_bytes()));
-            stmt.execute(params![
-                p.event_id,
-                p.vin,
-                super::iso_date(p.date),
-                p.model_id,
-                f64::from(p.predicted_prob),
-                p.alarm,
-                blob,
-            ])
-            .with_context(|| format!("{}: upserting {}", self.path.display(), p.event_id))?;
-        }
-        Ok(())
+        upsert_rows(&self.tx, self.path, preds)
     }
 
     pub fn commit(self) -> Result<()> {
@@ -102,6 +79,33 @@ impl SqliteBatch<'_> {
             .commit()
             .with_context(|| format!("{}: commit", self.path.display()))
     }
+}
+
+/// Upserts `preds` through `conn` (inside whatever transaction it has open).
+pub(crate) fn upsert_rows(conn: &Connection, path: &Path, preds: &[Prediction]) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached(UPSERT)
+        .with_context(|| format!("{}: preparing the upsert", path.display()))?;
+    // In key order within the batch: the primary-key index is then filled page by page.
+    // A stable sort: of two rows with the same id, the later one still wins.
+    let mut sorted: Vec<&Prediction> = preds.iter().collect();
+    sorted.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    let mut blob = Vec::new();
+    for p in sorted {
+        blob.clear();
+        blob.extend(p.features.iter().flat_map(|v| v.to_le_bytes()));
+        stmt.execute(params![
+            p.event_id,
+            p.vin,
+            super::iso_date(p.date),
+            p.model_id,
+            f64::from(p.predicted_prob),
+            p.alarm,
+            blob,
+        ])
+        .with_context(|| format!("{}: upserting {}", path.display(), p.event_id))?;
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -188,6 +192,11 @@ impl SqliteStore {
             });
         }
         Ok(out)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The underlying connection, for queries this module does not wrap.

@@ -1,7 +1,7 @@
 //! Durable, idempotent stores for predictions (SPEC §8, AWS.md §1).
 //!
-//! One record type, [`Prediction`], and three sinks that `bms predict --out DIR` writes and
-//! that `bms serve --store DIR` can reuse:
+//! One record type, [`Prediction`], and the three stores that `bms predict --out DIR`
+//! writes (through the sinks of [`crate::sink`]) and that `bms serve --store DIR` reuses:
 //!
 //! | sink | file | what |
 //! |---|---|---|
@@ -14,7 +14,7 @@
 //! different model adds rows.
 //!
 //! ```no_run
-//! use bms::store::{Prediction, Store, event_field_names};
+//! use bms_batch::store::{Prediction, Store, event_field_names};
 //! # fn main() -> anyhow::Result<()> {
 //! let spec = bms_core::WindowSpec::default();
 //! let mut store = Store::open("out/store".as_ref(), event_field_names(&spec))?;
@@ -352,8 +352,8 @@ impl EventLog {
 }
 
 /// The incremental store of a directory: `results.sqlite` (upsert) and `events.jsonl`
-/// (append). For one-shot batch runs that must replace files atomically, `bms predict`
-/// uses the pieces ([`SqliteStore`], [`write_event_json`], [`parquet`]) directly.
+/// (append). One-shot batch runs that must replace files atomically use
+/// [`crate::StoreDir`] instead.
 #[derive(Debug)]
 pub struct Store {
     pub sqlite: SqliteStore,

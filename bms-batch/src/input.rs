@@ -1,0 +1,193 @@
+//! What an input file holds, told from its extension and first line or Parquet schema.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use bms_core::{Chemistry, OcvCurve};
+
+/// File formats read and written, chosen by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Csv,
+    Parquet,
+}
+
+impl FileKind {
+    /// `.csv`, or `.parquet` / `.pq` (any case); an error naming the file otherwise.
+    pub fn of(path: &Path) -> Result<Self> {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("csv") => Ok(FileKind::Csv),
+            Some("parquet") | Some("pq") => Ok(FileKind::Parquet),
+            _ => bail!(
+                "{}: cannot tell the format from the extension (use .csv or .parquet)",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// What an input file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// Reference batch CSV: no header, `VIN,Date,f1,…,fW` per line.
+    Batch,
+    /// Daily table, CSV (reference header) or Parquet.
+    Daily,
+    /// Raw frames, CSV or Parquet.
+    Frames,
+}
+
+impl InputFormat {
+    /// Every format, in the order of their names in help texts.
+    pub const ALL: [InputFormat; 3] = [InputFormat::Batch, InputFormat::Daily, InputFormat::Frames];
+
+    /// The name used on command lines, in Python and in `summary.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Batch => "batch",
+            InputFormat::Daily => "daily",
+            InputFormat::Frames => "frames",
+        }
+    }
+
+    /// What one record of this format is called in messages.
+    pub fn records(self) -> &'static str {
+        match self {
+            InputFormat::Batch => "lines",
+            InputFormat::Daily => "daily rows",
+            InputFormat::Frames => "frames",
+        }
+    }
+}
+
+impl std::fmt::Display for InputFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for InputFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        InputFormat::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("unknown input format '{s}' (batch, daily or frames)"))
+    }
+}
+
+/// Tells a file's format from its extension and first line (CSV) or schema (Parquet).
+pub fn detect_format(path: &Path) -> Result<InputFormat> {
+    match FileKind::of(path)? {
+        FileKind::Parquet => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let meta =
+                parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file, Default::default())
+                    .with_context(|| format!("{}: not a Parquet file", path.display()))?;
+            let schema = meta.schema();
+            if schema.index_of("cell_voltages").is_ok() {
+                Ok(InputFormat::Frames)
+            } else if schema.index_of("VIN").is_ok() && schema.index_of("Date").is_ok() {
+                Ok(InputFormat::Daily)
+            } else {
+                bail!(
+                    "{}: Parquet with neither frame columns (cell_voltages) nor daily columns (VIN, Date); use --format",
+                    path.display()
+                )
+            }
+        }
+        FileKind::Csv => {
+            let mut r = std::io::BufReader::new(
+                std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?,
+            );
+            let mut first = String::new();
+            loop {
+                first.clear();
+                let mut buf = Vec::new();
+                if r.read_until(b'\n', &mut buf)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    == 0
+                {
+                    bail!("{}: empty file", path.display());
+                }
+                first.push_str(String::from_utf8_lossy(&buf).trim());
+                if !first.is_empty() {
+                    break;
+                }
+            }
+            let head = first.to_ascii_lowercase();
+            if head.starts_with("vin,date,") {
+                Ok(InputFormat::Daily)
+            } else if head.starts_with("vin,timestamp,") {
+                Ok(InputFormat::Frames)
+            } else {
+                Ok(InputFormat::Batch)
+            }
+        }
+    }
+}
+
+/// An OCV curve named by chemistry (`nmc`, `lfp`) or read from a `soc,volts` CSV file.
+pub fn ocv_curve(spec: &str) -> Result<OcvCurve> {
+    if let Ok(chem) = spec.parse::<Chemistry>() {
+        return Ok(OcvCurve::for_chemistry(chem));
+    }
+    let text = std::fs::read_to_string(spec)
+        .with_context(|| format!("--ocv '{spec}' is neither nmc, lfp nor a readable CSV file"))?;
+    OcvCurve::from_csv_str(&text).with_context(|| format!("OCV table {spec}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_names_round_trip_and_unknown_ones_are_refused() {
+        for f in InputFormat::ALL {
+            assert_eq!(f.name().parse::<InputFormat>(), Ok(f));
+            assert_eq!(
+                serde_json::to_string(&f).unwrap(),
+                format!("\"{}\"", f.name())
+            );
+        }
+        assert!(
+            "Batch"
+                .parse::<InputFormat>()
+                .unwrap_err()
+                .contains("'Batch'")
+        );
+    }
+
+    #[test]
+    fn csv_formats_are_told_by_the_first_non_blank_line() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, want) in [
+            ("\n\nVIN,Date,TotalVoltage\n", Some(InputFormat::Daily)),
+            ("vin,timestamp,x\n", Some(InputFormat::Frames)),
+            ("V1,2024-01-01,1,2\n", Some(InputFormat::Batch)),
+            ("\n  \n", None),
+        ] {
+            let p = dir.path().join("in.csv");
+            std::fs::write(&p, text).unwrap();
+            match want {
+                Some(f) => assert_eq!(detect_format(&p).unwrap(), f, "{text:?}"),
+                None => {
+                    let e = detect_format(&p).unwrap_err().to_string();
+                    assert!(e.contains("in.csv: empty file"), "{e}");
+                }
+            }
+        }
+        let e = detect_format(&dir.path().join("x.txt")).unwrap_err();
+        assert!(e.to_string().contains("x.txt"), "{e}");
+    }
+}
