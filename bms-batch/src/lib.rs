@@ -18,12 +18,13 @@
 //! The library prints nothing and reads no environment variables.
 //!
 //! ```no_run
+//! use std::path::Path;
 //! use bms_batch::{Job, NoObserver, StoreDir, score};
 //! # fn main() -> anyhow::Result<()> {
-//! let model = bms_core::model::Model::load("models/consistency-ref14x6.onnx".as_ref())?;
+//! let model = bms_core::model::Model::load(Path::new("models/consistency-ref14x6.onnx"))?;
 //! let job = Job::default();
-//! let sink = StoreDir::create("out".as_ref(), &model, &job)?;
-//! let summary = score("daily.csv".as_ref(), &model, &job, Box::new(sink), &NoObserver)?;
+//! let sink = StoreDir::create(Path::new("out"), &model, &job)?;
+//! let summary = score(Path::new("daily.csv"), &model, &job, Box::new(sink), &NoObserver)?;
 //! println!("{} windows scored, {} alarms", summary.scored, summary.alarms);
 //! # Ok(()) }
 //! ```
