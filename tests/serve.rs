@@ -434,8 +434,9 @@ fn invocations_errors_and_hostile_input_never_kill_the_server() {
             "line 1, column 2: '1e999' is not a finite number",
         ),
         (
+            // Quotes are CSV quoting, undone as `bms predict` undoes them.
             format!("{}\n", with_field(83, "\"x\"")),
-            "line 1, column 84: '\"x\"' is not a number",
+            "line 1, column 84: 'x' is not a number",
         ),
     ];
     for (body, needle) in cases {

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use bms_core::io::{parse_date, parse_f32, parse_f64};
+use bms_core::io::{parse_f32, parse_f64};
 use chrono::NaiveDate;
 use serde_json::Value;
 
@@ -100,61 +100,22 @@ fn bad(msg: impl Into<String>) -> BadBody {
 }
 
 /// Parses a CSV body: one record per line (LF or CRLF, trailing newline optional, blank
-/// lines skipped). A record is either `width` feature values (SageMaker's convention) or
-/// the reference batch line `VIN,Date,f1,…,fW` whose first two fields are ignored.
+/// lines skipped, fields quoted as in every CSV of the project). A record is either
+/// `width` feature values (SageMaker's convention) or the reference batch line
+/// `VIN,Date,f1,…,fW`, read by the core's batch-line parser exactly as `bms predict`
+/// reads it.
 pub fn parse_csv(body: &[u8], width: usize) -> Result<Rows, BadBody> {
-    let mut x = Vec::with_capacity(width.max(1) * (body.len() / (width * 8 + 1) + 1));
-    let mut keys = Vec::new();
-    let mut n = 0usize;
-    // One pass over each line for its commas; the fields are the ranges between them.
-    let mut commas = Vec::with_capacity(width + 2);
-    let mut start = 0usize;
-    let mut line_no = 0usize;
-    while start < body.len() {
-        let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
-        let raw = &body[start..end];
-        start = end + 1;
-        line_no += 1;
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        commas.clear();
-        bms_core::io::for_each_comma(line, |i| commas.push(i));
-        let fields = commas.len() + 1;
-        let skip = if fields == width {
-            0
-        } else if fields == width + 2 {
-            2
-        } else {
-            return Err(bad(format!(
-                "line {line_no}: expected {width} values (or VIN, Date and {width} values), found {fields} fields"
-            )));
-        };
-        let field = |k: usize| {
-            let a = if k == 0 { 0 } else { commas[k - 1] + 1 };
-            let b = commas.get(k).copied().unwrap_or(line.len());
-            &line[a..b]
-        };
-        if skip == 2 {
-            let vin = std::str::from_utf8(field(0))
-                .map_err(|_| bad(format!("line {line_no}, column 1: VIN is not valid UTF-8")))?
-                .trim();
-            if vin.is_empty() {
-                return Err(bad(format!("line {line_no}, column 1: empty VIN")));
-            }
-            let date = parse_date(field(1))
-                .map_err(|reason| bad(format!("line {line_no}, column 2: {reason}")))?;
-            keys.push((n, vin.to_owned(), date));
-        }
-        for col in skip..fields {
-            let v = parse_f32(field(col))
-                .map_err(|reason| bad(format!("line {line_no}, column {}: {reason}", col + 1)))?;
-            x.push(v);
-        }
-        n += 1;
-    }
-    Ok(Rows { n, x, keys })
+    let rows =
+        bms_core::io::batch_csv::read_scoring_csv(body, width).map_err(|e| bad(e.to_string()))?;
+    Ok(Rows {
+        n: rows.n,
+        x: rows.x,
+        keys: rows
+            .keys
+            .into_iter()
+            .map(|(i, k)| (i, k.vin, k.date))
+            .collect(),
+    })
 }
 
 /// A JSON number or `null` (NaN, a missing value) as f32.
@@ -418,8 +379,22 @@ mod tests {
             e.0,
             "line 1, column 2: '2024-13-01' is not a YYYY-MM-DD date"
         );
-        let e = parse_csv(b"\xff\xfe,1,2\n", 3).unwrap_err();
-        assert!(e.0.contains("line 1, column 1: not valid UTF-8"), "{e:?}");
+        let e = parse_csv(b"\xff\xfe,2024-01-01,1,2,3\n", 3).unwrap_err();
+        assert!(
+            e.0.contains("line 1, column 1: VIN is not valid UTF-8"),
+            "{e:?}"
+        );
+        let e = parse_csv(b"1,2,3\n\"V,1,2024-01-01,1,2,3\n", 3).unwrap_err();
+        assert!(e.0.starts_with("line 2"), "an unterminated quote: {e:?}");
+    }
+
+    #[test]
+    fn csv_vins_may_be_quoted_as_bms_predict_reads_them() {
+        let rows = parse_csv(b"\"V,1\"\"x\",2024-01-01,1,2,3\n4,5,6\n", 3).unwrap();
+        let date = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        assert_eq!(rows.n, 2);
+        assert_eq!(rows.keys, vec![(0, "V,1\"x".to_owned(), date)]);
+        assert_eq!(rows.x, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     }
 
     #[test]

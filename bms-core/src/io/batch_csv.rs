@@ -106,6 +106,69 @@ pub fn read_batch_csv_from<R: BufRead>(
     })
 }
 
+/// Whether a batch CSV carries labels: its first non-blank line (in `head`, the file's
+/// first bytes) has `width + 3` fields (`VIN,Date,f1,…,fW,label`, what `bms windows
+/// --labels` writes) rather than `width + 2`. `false` when there is no complete line.
+pub fn has_label_column(head: &[u8], width: usize) -> bool {
+    let mut rdr = LineReader::new(head, None);
+    match rdr.next_record() {
+        Ok(Some(Ok(rec))) => rec.len() == width + 3,
+        _ => false,
+    }
+}
+
+/// Rows of a scoring request body, row-major `[n, width]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScoringRows {
+    pub n: usize,
+    pub x: Vec<f32>,
+    /// (row, key) of the rows that came as reference batch lines.
+    pub keys: Vec<(usize, WindowKey)>,
+}
+
+/// Reads a scoring request body (the `/invocations` CSV of `bms serve`): one record per
+/// line (LF or CRLF, blank lines skipped, fields quoted as in every CSV here), each either
+/// `width` feature values (SageMaker's convention) or a reference batch line
+/// `VIN,Date,f1,…,fW`, parsed exactly as [`read_batch_csv_from`] parses it. The first bad
+/// record is the error, naming its line and column.
+pub fn read_scoring_csv(body: &[u8], width: usize) -> Result<ScoringRows> {
+    if width == 0 {
+        return Err(BmsError::invalid("batch width", "must be at least 1"));
+    }
+    let mut rdr = LineReader::new(body, None);
+    let mut out = ScoringRows {
+        x: Vec::with_capacity(width * (body.len() / (width * 8 + 1) + 1)),
+        ..ScoringRows::default()
+    };
+    let mut row = vec![0f32; width];
+    while let Some(rec) = rdr.next_record()? {
+        let rec = rec?;
+        let line = rec.line;
+        if rec.len() == width {
+            for (k, v) in rec.iter().enumerate() {
+                let value = parse_f32(v).map_err(|reason| {
+                    BmsError::parse(Location::new(None).line(line).column(k + 1, None), reason)
+                })?;
+                out.x.push(value);
+            }
+        } else if rec.len() == width + 2 {
+            let (key, _) = parse_line(&rec, None, line, width + 2, &mut row, false)?;
+            out.keys.push((out.n, key));
+            out.x.extend_from_slice(&row);
+        } else {
+            return Err(BmsError::parse(
+                Location::new(None).line(line),
+                format!(
+                    "expected {width} values (or VIN, Date and {width} values), found {} fields",
+                    rec.len()
+                ),
+            ));
+        }
+        out.n += 1;
+    }
+    Ok(out)
+}
+
 fn parse_line(
     rec: &Record<'_>,
     file: Option<&Path>,
