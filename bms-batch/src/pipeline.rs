@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use crate::input::{FileKind, InputFormat, detect_format};
 use crate::sink::{PredictionSink, RunEnd, ScoredChunk, StoreDir};
 use crate::store::{EventKeys, Prediction, event_field_names, write_event_json};
-use crate::summary::Summary;
+use crate::summary::{Evaluation, Summary};
 
 /// Lines per chunk of a batch CSV, and windows per chunk of a daily table: bounds memory
 /// (~a few MB of text and features).
@@ -59,6 +59,9 @@ pub struct Job {
     pub part_bytes: usize,
     /// Windows per part of a chunk cut from a table.
     pub part_rows: usize,
+    /// Batch input: whether each line ends with a label (`bms windows --labels`); told
+    /// from the first line when `None`. Labelled runs get [`Summary::evaluation`].
+    pub labels: Option<bool>,
     /// For tests: fail the run once more than this many predictions were handed to the
     /// sink (an interrupted run must leave the previous outputs as they were).
     pub fail_after_rows: Option<u64>,
@@ -76,6 +79,7 @@ impl Default for Job {
             chunk_bytes: CHUNK_BYTES,
             part_bytes: PART_BYTES,
             part_rows: PART_ROWS,
+            labels: None,
             fail_after_rows: None,
         }
     }
@@ -136,8 +140,28 @@ pub fn score_to_dir(
     dir: &Path,
     observer: &dyn Observer,
 ) -> Result<Summary> {
-    let sink = StoreDir::create(dir, model, job)?;
-    score(input, model, job, Box::new(sink), observer)
+    // A bad threshold or an unreadable input is refused before the directory is touched.
+    let (format, _) = prepare(input, model, job)?;
+    let job = Job {
+        format: Some(format),
+        ..job.clone()
+    };
+    let sink = StoreDir::create(dir, model, &job)?;
+    score(input, model, &job, Box::new(sink), observer)
+}
+
+/// The input's format and the threshold, checked.
+fn prepare(input: &Path, model: &Model, job: &Job) -> Result<(InputFormat, f32)> {
+    let threshold = job.threshold.unwrap_or(model.contract().threshold);
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&threshold),
+        "--threshold {threshold} is not a probability between 0 and 1"
+    );
+    let format = match job.format {
+        Some(f) => f,
+        None => detect_format(input)?,
+    };
+    Ok((format, threshold))
 }
 
 /// Scores `input` with `model` under `job`, handing each chunk of predictions to `sink`
@@ -153,15 +177,7 @@ pub fn score(
 ) -> Result<Summary> {
     let start = Instant::now();
     let contract = model.contract();
-    let threshold = job.threshold.unwrap_or(contract.threshold);
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&threshold),
-        "--threshold {threshold} is not a probability between 0 and 1"
-    );
-    let format = match job.format {
-        Some(f) => f,
-        None => detect_format(input)?,
-    };
+    let (format, threshold) = prepare(input, model, job)?;
     let names = event_field_names(&contract.spec);
     let keys = EventKeys::new(&names);
     let mut summary = Summary {
@@ -177,8 +193,10 @@ pub fn score(
     let with_events = sink.wants_events();
     let mut vins = HashSet::new();
     let mut handed = 0u64;
+    let mut labelled: Vec<(f32, f32)> = Vec::new();
     let (read, rejects) = for_each_chunk(model, input, job, format, observer, |chunk| {
-        let (preds, events) = score_chunk(model, chunk, threshold, &keys, with_events)?;
+        let (preds, events) =
+            score_chunk(model, chunk, threshold, &keys, with_events, &mut labelled)?;
         count(&mut summary, &mut vins, &preds);
         handed += preds.len() as u64;
         sink.write(&Arc::new(ScoredChunk {
@@ -196,6 +214,9 @@ pub fn score(
     summary.rows_read = read;
     summary.rows_rejected = rejects.len() as u64;
     summary.vehicles = vins.len() as u64;
+    if labelled.len() as u64 == summary.scored && summary.scored > 0 {
+        summary.evaluation = Some(Evaluation::of(&labelled, threshold));
+    }
     check_conservation(&summary, format, input)?;
     if format == InputFormat::Batch {
         observer.counts(
@@ -318,6 +339,8 @@ struct Chunk {
 struct Part {
     keys: Vec<WindowKey>,
     x: Array2<f32>,
+    /// The label of each row, for labelled batch input.
+    labels: Option<Vec<f32>>,
 }
 
 /// Scores a chunk's parts on all cores; returns the predictions in input order and, with
@@ -328,39 +351,45 @@ fn score_chunk(
     threshold: f32,
     keys: &EventKeys,
     with_events: bool,
+    labelled: &mut Vec<(f32, f32)>,
 ) -> Result<(Vec<Prediction>, Vec<String>)> {
     let model_id = &model.contract().model_id;
     let scored = chunk
         .parts
         .into_par_iter()
-        .map(|part| -> bms_core::Result<(Vec<Prediction>, String)> {
-            let probs = model.predict(part.x.view())?;
-            debug_assert_eq!(probs.len(), part.keys.len());
-            let preds: Vec<Prediction> = part
-                .keys
-                .iter()
-                .zip(probs.iter())
-                .zip(part.x.rows())
-                .map(|((k, &p), row)| {
-                    Prediction::new(&k.vin, k.date, p, threshold, model_id, row.to_vec())
-                })
-                .collect();
-            let mut events = String::new();
-            if with_events {
-                // Room for the longest events (36-character keys, 15-character floats): one
-                // allocation, never a copy of a grown string.
-                events.reserve(preds.len() * (256 + 52 * part.x.ncols()));
-                for p in &preds {
-                    write_event_json(&mut events, p, keys);
-                    events.push('\n');
+        .map(
+            |part| -> bms_core::Result<(Vec<Prediction>, String, Option<Vec<f32>>)> {
+                let probs = model.predict(part.x.view())?;
+                debug_assert_eq!(probs.len(), part.keys.len());
+                let preds: Vec<Prediction> = part
+                    .keys
+                    .iter()
+                    .zip(probs.iter())
+                    .zip(part.x.rows())
+                    .map(|((k, &p), row)| {
+                        Prediction::new(&k.vin, k.date, p, threshold, model_id, row.to_vec())
+                    })
+                    .collect();
+                let mut events = String::new();
+                if with_events {
+                    // Room for the longest events (36-character keys, 15-character floats): one
+                    // allocation, never a copy of a grown string.
+                    events.reserve(preds.len() * (256 + 52 * part.x.ncols()));
+                    for p in &preds {
+                        write_event_json(&mut events, p, keys);
+                        events.push('\n');
+                    }
                 }
-            }
-            Ok((preds, events))
-        })
+                Ok((preds, events, part.labels))
+            },
+        )
         .collect::<bms_core::Result<Vec<_>>>()?;
     let mut preds = Vec::with_capacity(scored.iter().map(|s| s.0.len()).sum());
     let mut events = Vec::with_capacity(scored.len());
-    for (p, e) in scored {
+    for (p, e, labels) in scored {
+        if let Some(labels) = labels {
+            labelled.extend(p.iter().map(|p| p.predicted_prob).zip(labels));
+        }
         preds.extend(p);
         events.push(e);
     }
@@ -431,6 +460,7 @@ fn for_each_chunk(
             .map(|x| Part {
                 keys: keys.by_ref().take(x.nrows()).collect(),
                 x: x.to_owned(),
+                labels: None,
             })
             .collect();
         observer.advance(x.nrows() as u64);
@@ -454,6 +484,20 @@ fn batch_chunks(
     let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     observer.total(total_bytes);
     let width = model.input_width();
+    let labels = match job.labels {
+        Some(l) => l,
+        None => {
+            // The first line tells; 1 MB holds it unless it is absurdly long.
+            let mut head = Vec::new();
+            (&file)
+                .take(1 << 20)
+                .read_to_end(&mut head)
+                .with_context(|| format!("reading {}", path.display()))?;
+            std::io::Seek::rewind(&mut (&file))
+                .with_context(|| format!("reading {}", path.display()))?;
+            bms_core::io::batch_csv::has_label_column(&head, width)
+        }
+    };
     let mut read = 0u64;
     let mut rejects = Vec::new();
     // Blocks come from the reader thread; their buffers go back to it for reuse.
@@ -482,7 +526,7 @@ fn batch_chunks(
                         Some(path),
                         BatchOptions {
                             width,
-                            labels: false,
+                            labels,
                             mode: ReadMode::Lenient,
                         },
                     )
@@ -507,6 +551,7 @@ fn batch_chunks(
                     parts.push(Part {
                         keys: rep.data.keys,
                         x: rep.data.x,
+                        labels: rep.data.labels,
                     });
                 }
             }

@@ -27,6 +27,68 @@ pub struct Summary {
     pub fill_value: f64,
     pub partitioned: bool,
     pub seconds: f64,
+    /// Labelled input (batch lines ending with a label, as `bms windows --labels` writes
+    /// them): how the scores compare with the labels. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
+}
+
+/// Scores against labels: ROC AUC over every labelled window, precision and recall of the
+/// alarms at the run's threshold.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Evaluation {
+    /// Windows with a label.
+    pub labelled: u64,
+    /// Of them, labelled 1.
+    pub positives: u64,
+    /// Area under the ROC curve (ties count one half); `None` when only one class occurs.
+    pub roc_auc: Option<f64>,
+    /// Alarms that are labelled 1, of all alarms; `None` without alarms.
+    pub precision: Option<f64>,
+    /// Positives that raised an alarm, of all positives; `None` without positives.
+    pub recall: Option<f64>,
+}
+
+impl Evaluation {
+    /// The evaluation of `(probability, label)` pairs (labels 0 or 1) at `threshold`.
+    pub fn of(pairs: &[(f32, f32)], threshold: f32) -> Evaluation {
+        let labelled = pairs.len() as u64;
+        let positives = pairs.iter().filter(|p| p.1 == 1.0).count() as u64;
+        let negatives = labelled - positives;
+        let alarms = pairs.iter().filter(|p| p.0 >= threshold).count() as u64;
+        let hits = pairs
+            .iter()
+            .filter(|p| p.0 >= threshold && p.1 == 1.0)
+            .count() as u64;
+        let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+        // Mann–Whitney: the positives' ranks among all scores (ties get their mean rank).
+        let roc_auc = (positives > 0 && negatives > 0).then(|| {
+            let mut sorted: Vec<(f32, bool)> = pairs.iter().map(|&(p, y)| (p, y == 1.0)).collect();
+            sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut rank_sum = 0.0f64;
+            let mut i = 0;
+            while i < sorted.len() {
+                let mut j = i;
+                while j < sorted.len() && sorted[j].0.total_cmp(&sorted[i].0).is_eq() {
+                    j += 1;
+                }
+                // Ranks i+1 ..= j share their mean.
+                let mean_rank = (i + 1 + j) as f64 / 2.0;
+                let pos = sorted[i..j].iter().filter(|s| s.1).count();
+                rank_sum += mean_rank * pos as f64;
+                i = j;
+            }
+            let (p, n) = (positives as f64, negatives as f64);
+            (rank_sum - p * (p + 1.0) / 2.0) / (p * n)
+        });
+        Evaluation {
+            labelled,
+            positives,
+            roc_auc,
+            precision: ratio(hits, alarms),
+            recall: ratio(hits, positives),
+        }
+    }
 }
 
 impl Summary {
@@ -68,6 +130,7 @@ mod tests {
             fill_value: -1.0,
             partitioned: true,
             seconds: 0.5,
+            evaluation: Some(Evaluation::of(&[(0.9, 1.0), (0.2, 0.0)], 0.5)),
         };
         let p = dir.path().join("summary.json");
         std::fs::write(&p, s.to_json()).unwrap();
@@ -77,11 +140,45 @@ mod tests {
         let e = format!("{:#}", Summary::read(&missing).unwrap_err());
         assert!(e.contains("nope.json"), "{e}");
 
+        // Without labels, no evaluation is written (summaries of unlabelled runs are as
+        // before) and none is read.
+        let plain = Summary {
+            evaluation: None,
+            ..s.clone()
+        };
+        std::fs::write(&p, plain.to_json()).unwrap();
+        assert!(!plain.to_json().contains("evaluation"));
+        assert_eq!(Summary::read(&p).unwrap(), plain);
+
         std::fs::write(&p, "{\"input\": \"x\"}").unwrap();
         let e = format!("{:#}", Summary::read(&p).unwrap_err());
         assert!(
             e.contains("summary.json") && e.contains("missing field"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn evaluation_counts_ties_as_halves_and_is_none_where_undefined() {
+        // Scores 0.1 (neg), 0.4 (pos), 0.4 (neg), 0.8 (pos): of the 4 positive-negative
+        // pairs, 3 are ordered right and 1 is a tie: AUC = 3.5 / 4.
+        let pairs = [(0.1, 0.0), (0.4, 1.0), (0.4, 0.0), (0.8, 1.0)];
+        let e = Evaluation::of(&pairs, 0.4);
+        assert_eq!(e.labelled, 4);
+        assert_eq!(e.positives, 2);
+        assert_eq!(e.roc_auc, Some(0.875));
+        // Alarms at ≥ 0.4: three, two of them positive; both positives alarmed.
+        assert_eq!(e.precision, Some(2.0 / 3.0));
+        assert_eq!(e.recall, Some(1.0));
+        let e = Evaluation::of(&pairs, 0.9);
+        assert_eq!((e.precision, e.recall), (None, Some(0.0)));
+        let one_class = Evaluation::of(&[(0.3, 0.0), (0.6, 0.0)], 0.5);
+        assert_eq!((one_class.roc_auc, one_class.recall), (None, None));
+        assert_eq!(one_class.precision, Some(0.0));
+        // Perfectly ranked, and reversed.
+        let ranked = [(0.1, 0.0), (0.2, 0.0), (0.7, 1.0)];
+        assert_eq!(Evaluation::of(&ranked, 0.5).roc_auc, Some(1.0));
+        let reversed = [(0.9, 0.0), (0.2, 1.0)];
+        assert_eq!(Evaluation::of(&reversed, 0.5).roc_auc, Some(0.0));
     }
 }

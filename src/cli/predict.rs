@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use bms_batch::{
-    CsvSink, InputFormat, Job, Observer, ReadCounts, StoreDir, Summary, ocv_curve, score,
+    CsvSink, InputFormat, Job, Observer, ReadCounts, Summary, ocv_curve, score, score_to_dir,
 };
 use bms_core::model::{ContractSource, Model};
 use bms_core::{DailyConfig, FeatureConfig, UtcOffset};
@@ -124,10 +124,7 @@ pub fn run_with_model(
             let sink = CsvSink::new(std::io::BufWriter::new(stdout.lock()))?;
             score(input, model, job, Box::new(sink), &progress)
         }
-        Some(dir) => {
-            let sink = StoreDir::create(dir, model, job)?;
-            score(input, model, job, Box::new(sink), &progress)
-        }
+        Some(dir) => score_to_dir(input, model, job, dir, &progress),
     }
 }
 
@@ -165,6 +162,18 @@ pub fn print_summary(s: &Summary, out: Option<&Path>) {
             None => String::new(),
         }
     );
+    if let Some(e) = &s.evaluation {
+        let f = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.4}"));
+        eprintln!(
+            "labelled {} ({} positive): ROC AUC {}, precision {} and recall {} at threshold {}",
+            e.labelled,
+            e.positives,
+            f(e.roc_auc),
+            f(e.precision),
+            f(e.recall),
+            s.threshold
+        );
+    }
 }
 
 /// A progress bar on a terminal, nothing otherwise.
