@@ -18,6 +18,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use chrono::NaiveDate;
 
+use bms_batch::Summary;
 use bms_batch::store::parquet::read_predictions;
 use bms_batch::store::{Prediction, SUMMARY_FILE};
 
@@ -146,21 +147,16 @@ pub fn report_data(names: &[String], rows: &[Prediction], threshold: f32, fill: 
 /// Returns the data shown.
 pub fn write_report(dir: &Path, out: &Path) -> Result<ReportData> {
     let preds = read_predictions(dir)?;
-    let summary: serde_json::Value = match std::fs::read_to_string(dir.join(SUMMARY_FILE)) {
-        Ok(s) => serde_json::from_str(&s)
-            .with_context(|| format!("{}: not valid JSON", dir.join(SUMMARY_FILE).display()))?,
-        Err(_) => serde_json::Value::Null,
-    };
-    let threshold = summary["threshold"].as_f64().unwrap_or(0.5) as f32;
-    let fill = summary["fill_value"].as_f64().unwrap_or(-1.0);
-    let mut data = report_data(&preds.names, &preds.rows, threshold, fill);
-    if let Some(s) = summary["input"].as_str() {
-        data.input = s.to_owned();
-    }
-    if let Some(n) = summary["rows_read"].as_u64() {
-        data.rows_read = n;
-    }
-    data.rows_rejected = summary["rows_rejected"].as_u64().unwrap_or(0);
+    let summary = Summary::read(&dir.join(SUMMARY_FILE))?;
+    let mut data = report_data(
+        &preds.names,
+        &preds.rows,
+        summary.threshold,
+        summary.fill_value,
+    );
+    data.input = summary.input;
+    data.rows_read = summary.rows_read;
+    data.rows_rejected = summary.rows_rejected;
     let html = render(&data);
     let mut f = bms_core::io::AtomicFile::create(out)?;
     std::io::Write::write_all(f.file(), html.as_bytes())

@@ -1,7 +1,7 @@
 //! `bms report`: a self-contained HTML page, checked as text and rendered by headless
-//! Chromium (screenshot not blank, charts drawn, no console messages). The Chromium part
-//! skips, saying so, where Chromium is not installed (`scripts/ensure-chromium.sh`
-//! installs it from Debian's `chromium` package).
+//! Chromium (screenshot not blank, charts drawn, no console messages). On a developer
+//! machine without Chromium the rendering part skips, saying so; under CI (`CI` set) it
+//! fails instead (`scripts/ensure-chromium.sh` installs Debian's `chromium` package).
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bms_batch::store::parquet::read_predictions;
-use common::{ok, p, text};
+use common::{bms, ok, p, stderr, text};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -44,6 +44,24 @@ fn reported() -> (tempfile::TempDir, PathBuf) {
     ]);
     ok(&["report", p(&out)]);
     (dir, out)
+}
+
+#[test]
+fn a_missing_or_broken_summary_is_an_error_that_names_it() {
+    let (_dir, out) = reported();
+    let summary = out.join("summary.json");
+    std::fs::write(&summary, "{\"input\": \"x\"}").unwrap();
+    let o = bms(&["report", p(&out)]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("summary.json") && stderr(&o).contains("missing field"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_file(&summary).unwrap();
+    let o = bms(&["report", p(&out)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("summary.json"), "{}", stderr(&o));
 }
 
 #[test]
@@ -152,6 +170,12 @@ fn count_color(rgba: &[u8], rgb: [u8; 3], tol: i32) -> usize {
 #[test]
 fn chromium_renders_the_report_without_console_messages() {
     let Some(chrome) = chromium() else {
+        // Under CI the page must be rendered: a missing browser is a failure there.
+        assert!(
+            std::env::var("CI").map_or(true, |v| v.is_empty() || v == "false"),
+            "CI is set but chromium is not installed (scripts/ensure-chromium.sh installs \
+             Debian's `chromium` package): the report cannot be rendered"
+        );
         eprintln!(
             "SKIPPED: chromium is not installed (run scripts/ensure-chromium.sh, which installs \
              Debian's `chromium` package); the report was not rendered"
