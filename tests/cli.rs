@@ -60,6 +60,53 @@ fn daily_then_windows_on_the_example() {
     assert_eq!(text(&win2), w);
 }
 
+/// Runs `bms args` with `input` on standard input; (stdout, stderr).
+fn piped(args: &[&str], input: &[u8]) -> (Vec<u8>, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bms"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "bms {args:?}: {err}");
+    (out.stdout, err)
+}
+
+#[test]
+fn dash_reads_stdin_and_writes_stdout_as_the_files_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let daily = dir.path().join("daily.csv");
+    ok(&["daily", "-i", p(&example()), "-o", p(&daily)]);
+    let win = dir.path().join("w.csv");
+    ok(&["windows", "-i", p(&daily), "-o", p(&win), "--labels"]);
+
+    let frames = std::fs::read(example()).unwrap();
+    let (daily_out, err) = piped(&["daily", "-i", "-", "-o", "-"], &frames);
+    assert_eq!(daily_out, std::fs::read(&daily).unwrap());
+    assert!(err.contains("<stdin>: read 1116 frames"), "{err}");
+    assert!(err.contains("<stdout>: "), "{err}");
+    let (win_out, err) = piped(&["windows", "-i", "-", "-o", "-", "--labels"], &daily_out);
+    assert_eq!(win_out, std::fs::read(&win).unwrap());
+    assert!(err.contains("<stdin>: read"), "{err}");
+
+    // Errors on standard input name it.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_bms"))
+        .args(["windows", "-i", "-", "-o", "-"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("<stdin>"), "{}", stderr(&o));
+}
+
 #[test]
 fn windows_options_change_the_layout() {
     let dir = tempfile::tempdir().unwrap();

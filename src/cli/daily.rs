@@ -7,16 +7,20 @@ use bms_core::io::{self, ReadMode};
 use bms_core::{DailyConfig, FeatureConfig, UtcOffset};
 use clap::Args;
 
-use super::{FileKind, ensure_parent, report_read, write_rejects};
+use super::{
+    FileKind, ensure_parent, file_kind, is_stdio, report_read, shown, write_out, write_rejects,
+};
 
 #[derive(Debug, Args)]
 pub struct DailyArgs {
     /// Frames file: CSV (`vin,timestamp,pack_voltage,pack_current,soc,cell_v_1..N,temp_1..M[,alarm_flags]`)
-    /// or Parquet with list columns `cell_voltages` and `temperatures`.
+    /// or Parquet with list columns `cell_voltages` and `temperatures`; `-` reads CSV from
+    /// standard input.
     #[arg(long, short, env = "BMS_INPUT")]
     pub input: PathBuf,
 
-    /// Daily table to write: `.csv` (reference header + extended columns) or `.parquet`.
+    /// Daily table to write: `.csv` (reference header + extended columns) or `.parquet`;
+    /// `-` writes CSV to standard output.
     #[arg(long, short, env = "BMS_OUT")]
     pub out: PathBuf,
 
@@ -66,24 +70,32 @@ pub fn run(args: DailyArgs) -> Result<()> {
     } else {
         ReadMode::Strict
     };
-    let report = match FileKind::of(&args.input)? {
+    let input = shown(&args.input, "<stdin>");
+    let report = match file_kind(&args.input)? {
+        FileKind::Csv if is_stdio(&args.input) => {
+            io::frame_csv::read_frame_csv_from(std::io::stdin().lock(), Some(&input), mode)?
+        }
         FileKind::Csv => io::read_frame_csv(&args.input, mode)?,
         FileKind::Parquet => io::read_frames_parquet(&args.input, mode)?,
     };
-    report_read("frames", &args.input, &report);
+    report_read("frames", &input, &report);
     if let Some(path) = &args.rejects {
         ensure_parent(path)?;
         write_rejects(path, &report.rejects)?;
     }
-    let table = bms_core::daily::aggregate(&report.data, &config, Some(&args.input))?;
-    ensure_parent(&args.out)?;
-    match FileKind::of(&args.out)? {
-        FileKind::Csv => io::write_daily_csv(&args.out, &table, !args.reference_only)?,
+    let table = bms_core::daily::aggregate(&report.data, &config, Some(&input))?;
+    match file_kind(&args.out)? {
+        FileKind::Csv => write_out(
+            &args.out,
+            |p| io::write_daily_csv(p, &table, !args.reference_only),
+            |w| io::daily_csv::write_daily_csv_to(w, &table, !args.reference_only),
+        )?,
         FileKind::Parquet => {
             anyhow::ensure!(
                 !args.reference_only,
                 "--reference-only applies to CSV output only"
             );
+            ensure_parent(&args.out)?;
             io::write_daily_parquet(&args.out, &table)?
         }
     }
@@ -94,7 +106,7 @@ pub fn run(args: DailyArgs) -> Result<()> {
     };
     eprintln!(
         "{}: {} daily rows for {} vehicles",
-        args.out.display(),
+        shown(&args.out, "<stdout>").display(),
         table.len(),
         vehicles
     );

@@ -59,6 +59,47 @@ pub fn run(cli: Cli) -> Result<()> {
 
 pub use bms_batch::FileKind;
 
+/// Whether `path` is `-`: standard input or output.
+pub fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// The format of a file argument: `-` is CSV, otherwise by extension.
+pub fn file_kind(path: &Path) -> Result<FileKind> {
+    if is_stdio(path) {
+        Ok(FileKind::Csv)
+    } else {
+        FileKind::of(path)
+    }
+}
+
+/// The name of a file argument in messages: `<stdin>` / `<stdout>` for `-`.
+pub fn shown(path: &Path, stdio: &'static str) -> PathBuf {
+    if is_stdio(path) {
+        PathBuf::from(stdio)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Writes `f`'s output to `path`, or to standard output for `-` (CSV only).
+pub fn write_out(
+    path: &Path,
+    to_file: impl FnOnce(&Path) -> bms_core::Result<()>,
+    to_stdout: impl FnOnce(&mut std::io::BufWriter<std::io::StdoutLock<'static>>) -> std::io::Result<()>,
+) -> Result<()> {
+    if is_stdio(path) {
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::new(stdout.lock());
+        to_stdout(&mut w)
+            .and_then(|()| std::io::Write::flush(&mut w))
+            .map_err(|e| anyhow::anyhow!("writing <stdout>: {e}"))
+    } else {
+        ensure_parent(path)?;
+        Ok(to_file(path)?)
+    }
+}
+
 /// Creates the directory an output file goes into, when missing.
 pub fn ensure_parent(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -7,16 +7,20 @@ use bms_core::io::{self, ReadMode};
 use bms_core::{DailyColumn, WindowSpec};
 use clap::Args;
 
-use super::{FileKind, ensure_parent, report_read, write_rejects};
+use super::{
+    FileKind, ensure_parent, file_kind, is_stdio, report_read, shown, write_out, write_rejects,
+};
 
 #[derive(Debug, Args)]
 pub struct WindowsArgs {
-    /// Daily table: CSV with the reference header (extended columns optional) or Parquet.
+    /// Daily table: CSV with the reference header (extended columns optional) or Parquet;
+    /// `-` reads CSV from standard input.
     #[arg(long, short, env = "BMS_INPUT")]
     pub input: PathBuf,
 
     /// Output CSV, one window per line: `VIN,Date,f1,…,fW` with no header (the reference
     /// batch-scoring format); with `--labels`, the label is appended as the last field.
+    /// `-` writes to standard output.
     #[arg(long, short, env = "BMS_OUT")]
     pub out: PathBuf,
 
@@ -66,15 +70,20 @@ pub fn run(args: WindowsArgs) -> Result<()> {
         full_horizon: args.full_horizon,
     };
     spec.validate()?;
-    let table = match FileKind::of(&args.input)? {
+    let input = shown(&args.input, "<stdin>");
+    let table = match file_kind(&args.input)? {
         FileKind::Csv => {
             let mode = if args.lenient {
                 ReadMode::Lenient
             } else {
                 ReadMode::Strict
             };
-            let report = io::read_daily_csv(&args.input, mode)?;
-            report_read("daily rows", &args.input, &report);
+            let report = if is_stdio(&args.input) {
+                io::daily_csv::read_daily_csv_from(std::io::stdin().lock(), Some(&input), mode)?
+            } else {
+                io::read_daily_csv(&args.input, mode)?
+            };
+            report_read("daily rows", &input, &report);
             if let Some(path) = &args.rejects {
                 ensure_parent(path)?;
                 write_rejects(path, &report.rejects)?;
@@ -84,12 +93,15 @@ pub fn run(args: WindowsArgs) -> Result<()> {
         FileKind::Parquet => io::read_daily_parquet(&args.input)?,
     };
     let batch = bms_core::windows(&table, &spec)?;
-    ensure_parent(&args.out)?;
-    io::write_batch_csv(&args.out, &batch, args.labels)?;
+    write_out(
+        &args.out,
+        |p| io::write_batch_csv(p, &batch, args.labels),
+        |w| io::batch_csv::write_batch_csv_to(w, &batch, args.labels),
+    )?;
     let alarms = batch.y.iter().filter(|&&y| y == 1.0).count();
     eprintln!(
         "{}: {} windows of {} values ({} with an alarm in the next {} days)",
-        args.out.display(),
+        shown(&args.out, "<stdout>").display(),
         batch.len(),
         spec.width(),
         alarms,
