@@ -249,11 +249,13 @@ impl<R: std::io::BufRead> LineReader<R> {
         }
     }
 
-    fn read_error(&self, e: std::io::Error) -> BmsError {
-        BmsError::parse(
-            Location::new(self.file.clone()).line(self.line + 1),
-            format!("read failed: {e}"),
-        )
+    /// A failed read is an I/O error of its kind (a directory, a device error), naming the
+    /// line it stopped at.
+    fn read_error(file: &Option<PathBuf>, e: std::io::Error, line: u64) -> BmsError {
+        BmsError::Io {
+            path: file.clone().unwrap_or_else(|| PathBuf::from("<input>")),
+            source: std::io::Error::new(e.kind(), format!("line {line}: read failed: {e}")),
+        }
     }
 
     /// The next non-blank line, `None` at the end. A read failure is an error; a line that
@@ -271,7 +273,7 @@ impl<R: std::io::BufRead> LineReader<R> {
         let split = loop {
             let whole = match self.r.fill_buf() {
                 Ok(avail) => memchr::memchr(b'\n', avail).map(|i| i + 1),
-                Err(e) => return Err(self.read_error(e)),
+                Err(e) => return Err(Self::read_error(&self.file, e, self.line + 1)),
             };
             let len = match whole {
                 Some(n) => n,
@@ -280,7 +282,7 @@ impl<R: std::io::BufRead> LineReader<R> {
                     match self.r.read_until(b'\n', &mut self.buf) {
                         Ok(0) => return Ok(None),
                         Ok(n) => n,
-                        Err(e) => return Err(self.read_error(e)),
+                        Err(e) => return Err(Self::read_error(&self.file, e, self.line + 1)),
                     }
                 }
             };
@@ -288,7 +290,7 @@ impl<R: std::io::BufRead> LineReader<R> {
             let line: &[u8] = match whole {
                 Some(_) => match self.r.fill_buf() {
                     Ok(avail) => &avail[..len],
-                    Err(e) => return Err(self.read_error(e)),
+                    Err(e) => return Err(Self::read_error(&self.file, e, self.line + 1)),
                 },
                 None => &self.buf[..len],
             };
@@ -324,12 +326,7 @@ impl<R: std::io::BufRead> LineReader<R> {
         } else if self.pending > 0 {
             match self.r.fill_buf() {
                 Ok(avail) => &avail[..self.end],
-                Err(e) => {
-                    return Err(BmsError::parse(
-                        Location::new(self.file.clone()).line(self.line),
-                        format!("read failed: {e}"),
-                    ));
-                }
+                Err(e) => return Err(Self::read_error(&self.file, e, self.line)),
             }
         } else {
             &self.buf[..self.end]
