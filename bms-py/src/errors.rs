@@ -4,14 +4,21 @@
 //! BmsError(Exception)
 //! ├── InvalidInputError(BmsError, ValueError)   bad data, bad arguments, bad files' contents
 //! ├── ModelError(BmsError)                      a model that cannot be loaded or used
-//! └── BmsIOError(BmsError, OSError)             a file that cannot be read
+//! └── BmsIOError(BmsError, OSError)             a file that cannot be read or written
+//!     ├── BmsFileNotFoundError(BmsIOError, FileNotFoundError)
+//!     └── BmsPermissionError(BmsIOError, PermissionError)
 //! ```
+//!
+//! I/O errors map by kind: a missing file is also a `FileNotFoundError`, a forbidden one a
+//! `PermissionError`, so `except FileNotFoundError` works as for Python's own `open`.
 //!
 //! The classes are made at import with `type(...)` because `InvalidInputError` and
 //! `BmsIOError` inherit from two bases. Messages are the core's `Display`, which names file,
 //! line, column and value.
 
-use pyo3::exceptions::{PyException, PyOSError, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyFileNotFoundError, PyOSError, PyPermissionError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -22,6 +29,8 @@ static BMS_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INVALID_INPUT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static MODEL_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static IO_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static NOT_FOUND: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static PERMISSION: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// Which Python exception a core error becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +38,19 @@ pub enum Kind {
     Invalid,
     Model,
     Io,
+    NotFound,
+    PermissionDenied,
+}
+
+impl Kind {
+    /// The class of an I/O error of `kind`.
+    pub fn of_io(kind: std::io::ErrorKind) -> Kind {
+        match kind {
+            std::io::ErrorKind::NotFound => Kind::NotFound,
+            std::io::ErrorKind::PermissionDenied => Kind::PermissionDenied,
+            _ => Kind::Io,
+        }
+    }
 }
 
 fn make_type<'py>(
@@ -79,23 +101,47 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ],
         "A file cannot be read or written. Also an OSError.",
     )?;
+    let not_found = make_type(
+        py,
+        "BmsFileNotFoundError",
+        vec![
+            io.clone().into_any(),
+            py.get_type::<PyFileNotFoundError>().into_any(),
+        ],
+        "A file does not exist. Also a FileNotFoundError.",
+    )?;
+    let permission = make_type(
+        py,
+        "BmsPermissionError",
+        vec![
+            io.clone().into_any(),
+            py.get_type::<PyPermissionError>().into_any(),
+        ],
+        "A file may not be read or written. Also a PermissionError.",
+    )?;
     m.add("BmsError", &base)?;
     m.add("InvalidInputError", &invalid)?;
     m.add("ModelError", &model)?;
     m.add("BmsIOError", &io)?;
+    m.add("BmsFileNotFoundError", &not_found)?;
+    m.add("BmsPermissionError", &permission)?;
     let _ = BMS_ERROR.set(py, base.unbind());
     let _ = INVALID_INPUT.set(py, invalid.unbind());
     let _ = MODEL_ERROR.set(py, model.unbind());
     let _ = IO_ERROR.set(py, io.unbind());
+    let _ = NOT_FOUND.set(py, not_found.unbind());
+    let _ = PERMISSION.set(py, permission.unbind());
     Ok(())
 }
 
-fn raise(kind: Kind, message: String) -> PyErr {
+pub(crate) fn raise(kind: Kind, message: String) -> PyErr {
     Python::attach(|py| {
         let cell = match kind {
             Kind::Invalid => &INVALID_INPUT,
             Kind::Model => &MODEL_ERROR,
             Kind::Io => &IO_ERROR,
+            Kind::NotFound => &NOT_FOUND,
+            Kind::PermissionDenied => &PERMISSION,
         };
         match cell.get(py) {
             Some(t) => match t.bind(py).call1((message.clone(),)) {
@@ -119,12 +165,20 @@ pub fn invalid(message: impl Into<String>) -> PyErr {
     raise(Kind::Invalid, message.into())
 }
 
-/// The natural Python class of a core error.
+/// The natural Python class of a core error. No wildcard: a new variant must be given a
+/// class here.
 pub fn kind_of(e: &BmsError) -> Kind {
     match e {
         BmsError::Model { .. } => Kind::Model,
-        BmsError::Io { .. } => Kind::Io,
-        _ => Kind::Invalid,
+        BmsError::Io { source, .. } => Kind::of_io(source.kind()),
+        BmsError::Parse { .. }
+        | BmsError::Header { .. }
+        | BmsError::DuplicateDay { .. }
+        | BmsError::DuplicateFrame { .. }
+        | BmsError::OutOfOrder { .. }
+        | BmsError::Shape { .. }
+        | BmsError::Invalid { .. }
+        | BmsError::Parquet { .. } => Kind::Invalid,
     }
 }
 
@@ -137,7 +191,7 @@ pub fn to_py(e: BmsError) -> PyErr {
 /// a `ModelError`.
 pub fn to_py_model(e: BmsError) -> PyErr {
     match kind_of(&e) {
-        Kind::Io => raise(Kind::Io, e.to_string()),
-        _ => raise(Kind::Model, e.to_string()),
+        k @ (Kind::Io | Kind::NotFound | Kind::PermissionDenied) => raise(k, e.to_string()),
+        Kind::Invalid | Kind::Model => raise(Kind::Model, e.to_string()),
     }
 }

@@ -6,6 +6,7 @@
 //! ([`Python::detach`]); C-contiguous float arrays are borrowed, not copied.
 
 mod arrays;
+mod batch;
 mod errors;
 mod vins;
 
@@ -78,7 +79,7 @@ impl<'a> Rows<'a> {
 
 /// The OCV curve from `ocv`: a chemistry name (`"nmc"`, `"lfp"`) or a `[k, 2]` float array
 /// of (soc %, volts) points.
-fn ocv_curve(ocv: &Bound<'_, PyAny>) -> PyResult<OcvCurve> {
+pub(crate) fn ocv_curve(ocv: &Bound<'_, PyAny>) -> PyResult<OcvCurve> {
     if let Ok(s) = ocv.cast::<PyString>() {
         let name = s.to_cow()?;
         let chem = Chemistry::from_str(&name).map_err(to_py)?;
@@ -1006,15 +1007,15 @@ fn frames_to_py<'py>(
 // Model
 
 /// The f64 whose shortest decimal form is the f32's (0.2f32 → 0.2, not 0.20000000298…).
-fn f32_as_shown(v: f32) -> f64 {
+pub(crate) fn f32_as_shown(v: f32) -> f64 {
     v.to_string().parse().unwrap_or(f64::from(v))
 }
 
 /// An ONNX model with its feature contract (SPEC §7), loaded once and usable from many
 /// threads at once.
 #[pyclass(frozen, name = "Model", module = "bms._bms")]
-struct PyModel {
-    inner: Arc<Model>,
+pub(crate) struct PyModel {
+    pub(crate) inner: Arc<Model>,
     path: String,
 }
 
@@ -1153,5 +1154,11 @@ fn _bms(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_batch_csv, m)?)?;
     m.add_function(wrap_pyfunction!(simulate, m)?)?;
     m.add_class::<PyModel>()?;
+    m.add_class::<batch::PySummary>()?;
+    m.add_class::<batch::PyEvaluation>()?;
+    m.add_function(wrap_pyfunction!(batch::score_file, m)?)?;
+    m.add_function(wrap_pyfunction!(batch::event_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(batch::parse_utc_offset, m)?)?;
+    m.add_function(wrap_pyfunction!(batch::parse_alarm_flags, m)?)?;
     Ok(())
 }

@@ -17,6 +17,30 @@ def test_hierarchy():
     assert issubclass(bms.ModelError, bms.BmsError)
     assert not issubclass(bms.ModelError, ValueError)
     assert issubclass(bms.BmsIOError, OSError) and issubclass(bms.BmsIOError, bms.BmsError)
+    assert issubclass(bms.BmsFileNotFoundError, bms.BmsIOError)
+    assert issubclass(bms.BmsFileNotFoundError, FileNotFoundError)
+    assert issubclass(bms.BmsPermissionError, bms.BmsIOError)
+    assert issubclass(bms.BmsPermissionError, PermissionError)
+
+
+def test_io_errors_map_by_kind(tmp_path):
+    for call in (lambda p: bms.Model(p), lambda p: bms.read_daily_csv(p)):
+        with pytest.raises(FileNotFoundError, match="missing") as e:
+            call(tmp_path / "missing.csv")
+        assert isinstance(e.value, bms.BmsFileNotFoundError)
+    if os.geteuid() == 0:
+        # root reads files whatever their mode: the permission case cannot be made here;
+        # a directory stands in for a file that is not readable as one.
+        with pytest.raises(bms.BmsIOError, match="read failed") as e:
+            bms.read_daily_csv(tmp_path)
+        assert not isinstance(e.value, (FileNotFoundError, PermissionError))
+    else:
+        locked = tmp_path / "locked.csv"
+        locked.write_text("VIN,Date\n")
+        locked.chmod(0)
+        with pytest.raises(PermissionError, match="locked.csv") as e:
+            bms.read_daily_csv(locked)
+        assert isinstance(e.value, bms.BmsPermissionError)
 
 
 @pytest.fixture(scope="module")

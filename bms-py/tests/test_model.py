@@ -40,7 +40,8 @@ def test_shipped_models_equal_onnxruntime_on_simulated_windows(sim_small, name):
     np.testing.assert_array_equal(m.predict(np.asfortranarray(x)), p)
     np.testing.assert_array_equal(m.predict(x[::2]), p[::2])
     s = m.predict_daily(sim_small.daily)
-    assert list(s.columns) == ["vin", "date", "predicted_prob", "alarm", "model_id"]
+    assert list(s.columns) == ["event_id", "vin", "date", "predicted_prob", "alarm",
+                               "model_id"]
     np.testing.assert_array_equal(s["predicted_prob"].to_numpy(), p)
     pd.testing.assert_frame_equal(s[["vin", "date"]], keys)
     assert (s["alarm"] == (s["predicted_prob"] >= np.float32(c["threshold"]))).all()

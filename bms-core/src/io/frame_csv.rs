@@ -187,6 +187,12 @@ pub fn parse_timestamp(s: &str) -> std::result::Result<i64, String> {
 }
 
 fn parse_flags(s: &str) -> std::result::Result<Option<u32>, String> {
+    parse_alarm_flags(s)
+}
+
+/// An `alarm_flags` field: a decimal or `0x` hexadecimal u32 (surrounding blanks
+/// ignored), `None` when empty; every surface reads flags given as text with this.
+pub fn parse_alarm_flags(s: &str) -> std::result::Result<Option<u32>, String> {
     let t = s.trim();
     if t.is_empty() {
         return Ok(None);

@@ -17,7 +17,8 @@ the daily table (§4) as a DataFrame with ``VIN``, ``Date``, the six reference c
 
 Errors: :class:`BmsError` is the base; :class:`InvalidInputError` (also a ``ValueError``)
 for bad data or arguments, :class:`ModelError` for models, :class:`BmsIOError` (also an
-``OSError``) for files that cannot be read. Messages name the file, line, column and value.
+``OSError``) for files that cannot be read, by kind: :class:`BmsFileNotFoundError` (also
+a ``FileNotFoundError``) and :class:`BmsPermissionError` (also a ``PermissionError``). Messages name the file, line, column and value.
 The interpreter lock is released while the core computes.
 """
 
@@ -38,29 +39,38 @@ from ._bms import (
     FRAME_FEATURE_NAMES,
     REFERENCE_COLUMNS,
     BmsError,
+    BmsFileNotFoundError,
     BmsIOError,
+    BmsPermissionError,
+    Evaluation,
     InvalidInputError,
     ModelError,
+    Summary,
     __version__,
 )
 
 __all__ = [
     "BatchFile",
     "BmsError",
+    "BmsFileNotFoundError",
     "BmsIOError",
+    "BmsPermissionError",
     "DAILY_COLUMNS",
     "EXTENDED_COLUMNS",
+    "Evaluation",
     "FRAME_FEATURE_NAMES",
     "InvalidInputError",
     "Model",
     "ModelError",
     "REFERENCE_COLUMNS",
     "Simulation",
+    "Summary",
     "__version__",
     "daily",
     "frame_features",
     "read_batch_csv",
     "read_daily_csv",
+    "score_file",
     "simulate",
     "windows",
 ]
@@ -273,7 +283,7 @@ def _timestamps_ms(values: pd.Series) -> "np.ndarray[Any, Any]":
 
 def _alarm_flags(values: Any) -> "np.ndarray[Any, Any]":
     """Alarm flags as int64, -1 where absent; accepts integers, floats with NaN and strings
-    (decimal or 0x hex)."""
+    (decimal or 0x hex, read by the core as the frames CSV reader reads them)."""
     if isinstance(values, pd.Series) and pd.api.types.is_integer_dtype(values.dtype):
         if not values.isna().any():
             arr = values.to_numpy(dtype=np.int64)
@@ -285,14 +295,19 @@ def _alarm_flags(values: Any) -> "np.ndarray[Any, Any]":
         if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or v == "":
             out[i] = -1
             continue
+        if isinstance(v, str):
+            # The core's parser: the same strings as the frames CSV reader.
+            try:
+                parsed = _bms.parse_alarm_flags(v)
+            except InvalidInputError as e:
+                raise InvalidInputError(f"row {i + 1}, column alarm_flags: {e}") from None
+            out[i] = -1 if parsed is None else parsed
+            continue
         try:
-            if isinstance(v, str):
-                iv = int(v.strip(), 0)
-            else:
-                fv = float(v)
-                if fv != np.floor(fv):
-                    raise ValueError
-                iv = int(fv)
+            fv = float(v)
+            if fv != np.floor(fv):
+                raise ValueError
+            iv = int(fv)
         except (TypeError, ValueError):
             raise InvalidInputError(
                 f"row {i + 1}, column alarm_flags: {v!r} is not a whole number"
@@ -333,12 +348,8 @@ def _utc_offset_seconds(utc_offset: Union[None, str, int, _dt.timedelta]) -> int
     if isinstance(utc_offset, (int, np.integer)) and not isinstance(utc_offset, bool):
         return int(utc_offset)
     if isinstance(utc_offset, str):
-        m = re.fullmatch(r"\s*(?:UTC|Z)?\s*([+-])(\d{1,2})(?::?(\d{2}))?\s*", utc_offset)
-        if utc_offset.strip() in ("Z", "UTC", "+00:00"):
-            return 0
-        if m:
-            sign = -1 if m.group(1) == "-" else 1
-            return sign * (int(m.group(2)) * 3600 + int(m.group(3) or 0) * 60)
+        # The core's parser: the same strings as the command line's --utc-offset.
+        return int(_bms.parse_utc_offset(utc_offset))
     raise InvalidInputError(
         f"invalid UTC offset: {utc_offset!r} (expected '+08:00', a timedelta or seconds)"
     )
@@ -859,6 +870,45 @@ def simulate(
 # Models
 
 
+def score_file(
+    model: "Model",
+    input: PathLike,
+    *,
+    out: PathLike,
+    format: Optional[str] = None,
+    partition_by: Optional[str] = None,
+    strict: bool = False,
+    threshold: Optional[float] = None,
+    utc_offset: Optional[str] = None,
+    ocv: Optional[OcvSpec] = None,
+) -> Summary:
+    """Scores a file exactly as ``bms predict --out DIR`` does (the same Rust pipeline):
+    reference batch CSV, a daily table (CSV or Parquet) or frames (CSV or Parquet), the
+    format told from the extension and first line unless ``format`` (``"batch"``,
+    ``"daily"``, ``"frames"``) says. Writes ``predictions.parquet`` (or, with
+    ``partition_by="date"``, ``predictions/date=YYYY-MM-DD/part-0.parquet``),
+    ``events.jsonl``, ``results.sqlite``, ``rejects.csv`` and ``summary.json`` into
+    ``out``, replacing the previous outputs only once the whole input was read; a failed
+    run leaves them as they were. Bad lines are set aside as rejects unless ``strict``.
+
+    ``threshold`` replaces the model's; ``utc_offset`` (``"+08:00"``) and ``ocv`` (as in
+    :func:`frame_features`) apply to frames input, with the command line's defaults
+    (``+00:00``, ``"nmc"``) when ``None``. Returns the run's :class:`Summary`.
+    A missing input raises ``FileNotFoundError``; bad data :class:`InvalidInputError`.
+    """
+    return _bms.score_file(
+        model._m,
+        os.fspath(input),
+        out=os.fspath(out),
+        format=format,
+        partition_by=partition_by,
+        strict=strict,
+        threshold=threshold,
+        utc_offset=utc_offset,
+        ocv=None if ocv is None else _ocv(ocv),
+    )
+
+
 class Model:
     """An ONNX model with its feature contract (SPEC §7), scored by the core (tract, with
     the project's own tree-ensemble path).
@@ -912,7 +962,9 @@ class Model:
 
     def predict_daily(self, daily: Any, *, full_horizon: bool = False) -> pd.DataFrame:
         """Builds the windows this model's contract asks for from a daily table and scores
-        them: a DataFrame with ``vin, date, predicted_prob, alarm, model_id`` (SPEC §8)."""
+        them: a DataFrame with ``event_id, vin, date, predicted_prob, alarm, model_id``
+        (SPEC §8; the event ids are those of ``bms predict --out`` and :func:`score_file`
+        for the same windows and model)."""
         c = self._m.contract
         x, _y, keys = windows(
             daily,
@@ -923,7 +975,9 @@ class Model:
             full_horizon=full_horizon,
         )
         p = self._m.predict(x)
+        days = keys["date"].to_numpy().astype("datetime64[D]").astype(np.int64)
         out = keys.copy()
+        out.insert(0, "event_id", _bms.event_ids(list(keys["vin"]), days, c["model_id"]))
         out["predicted_prob"] = p
         out["alarm"] = p >= np.float32(c["threshold"])
         out["model_id"] = c["model_id"]
