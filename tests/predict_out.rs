@@ -545,3 +545,91 @@ fn small_chunks_give_the_same_answers_and_line_numbers() {
     assert!(r[2].starts_with("21,"), "{}", r[2]);
     assert_eq!(rejects, text(&f.path("one").join("rejects.csv")));
 }
+
+#[test]
+fn labelled_windows_are_scored_and_evaluated() {
+    let f = Fleet::new();
+    let labelled = f.path("labelled.csv");
+    ok(&[
+        "windows",
+        "-i",
+        p(&f.path("daily.csv")),
+        "-o",
+        p(&labelled),
+        "--labels",
+    ]);
+    let out = f.path("out-labelled");
+    let o = ok(&[
+        "predict",
+        "-m",
+        p(&ref_model()),
+        "-i",
+        p(&labelled),
+        "--out",
+        p(&out),
+        "--threshold",
+        "0.2",
+    ]);
+    assert!(stderr(&o).contains("ROC AUC"), "{}", stderr(&o));
+    let summary: serde_json::Value =
+        serde_json::from_str(&text(&out.join("summary.json"))).unwrap();
+    let lines = text(&labelled).lines().count() as u64;
+    assert_eq!(summary["scored"], lines);
+    assert_eq!(summary["rows_rejected"], 0);
+    let e = &summary["evaluation"];
+    assert_eq!(e["labelled"], lines);
+
+    // The same figures computed here, pairwise, from the labels in the file and the
+    // probabilities in the store.
+    let probs: BTreeMap<(String, chrono::NaiveDate), f32> = read_predictions(&out)
+        .unwrap()
+        .rows
+        .into_iter()
+        .map(|r| ((r.vin, r.date), r.predicted_prob))
+        .collect();
+    let pairs: Vec<(f32, bool)> = text(&labelled)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let key = (f[0].to_owned(), f[1].parse().unwrap());
+            (probs[&key], *f.last().unwrap() == "1.0")
+        })
+        .collect();
+    let pos: Vec<f32> = pairs.iter().filter(|p| p.1).map(|p| p.0).collect();
+    let neg: Vec<f32> = pairs.iter().filter(|p| !p.1).map(|p| p.0).collect();
+    assert!(!pos.is_empty() && !neg.is_empty(), "both classes occur");
+    let mut wins = 0.0;
+    for &a in &pos {
+        for &b in &neg {
+            wins += if a > b {
+                1.0
+            } else if a == b {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    let auc = wins / (pos.len() * neg.len()) as f64;
+    assert!((e["roc_auc"].as_f64().unwrap() - auc).abs() < 1e-12);
+    assert_eq!(e["positives"], pos.len() as u64);
+    let alarms = pairs.iter().filter(|p| p.0 >= 0.2).count();
+    let hits = pairs.iter().filter(|p| p.0 >= 0.2 && p.1).count();
+    if alarms > 0 {
+        assert!((e["precision"].as_f64().unwrap() - hits as f64 / alarms as f64).abs() < 1e-12);
+    }
+    assert!((e["recall"].as_f64().unwrap() - hits as f64 / pos.len() as f64).abs() < 1e-12);
+
+    // Unlabelled input: no evaluation in the summary.
+    let plain = f.path("out-plain");
+    ok(&[
+        "predict",
+        "-m",
+        p(&ref_model()),
+        "-i",
+        p(&f.path("batch.csv")),
+        "--out",
+        p(&plain),
+    ]);
+    assert!(!text(&plain.join("summary.json")).contains("evaluation"));
+}
