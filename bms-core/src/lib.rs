@@ -6,7 +6,13 @@
 //! ```
 //!
 //! Each stage lives in its own module and is usable on its own. The data and feature
-//! contract is SPEC.md; this crate is its reference implementation.
+//! contract is `docs/SPEC.md`; this crate is its reference implementation.
+//!
+//! Cargo features (all on by default): `parquet` (Parquet/Arrow I/O, [`io::parquet`]),
+//! `simulate` (the fleet simulator) and `parallel` (rayon's thread pool for large
+//! tables). An on-vehicle or serverless build turns off what it does not use:
+//! `default-features = false` leaves features, daily aggregation, windows, CSV I/O and
+//! the model.
 
 pub mod daily;
 pub mod error;
@@ -15,6 +21,7 @@ pub mod frame;
 pub mod io;
 pub mod model;
 pub mod ocv;
+#[cfg(feature = "simulate")]
 pub mod simulate;
 pub mod window;
 
@@ -26,6 +33,7 @@ pub use features::{FeatureConfig, FrameFeatures, frame_features};
 pub use frame::{Frame, FrameRef, Frames};
 pub use model::{ContractSource, Model, ModelContract};
 pub use ocv::{Chemistry, OcvCurve};
+#[cfg(feature = "simulate")]
 pub use simulate::{SimConfig, SimOutput, VehicleTruth, simulate_daily};
 pub use window::{
     ColumnPlan, ColumnWindows, DailyColumns, WindowBatch, WindowKey, WindowSpec, windows,

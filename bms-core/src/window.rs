@@ -11,7 +11,6 @@ use std::ops::Range;
 
 use chrono::NaiveDate;
 use ndarray::{Array1, Array2};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::daily::{
@@ -583,22 +582,18 @@ impl<'a> ColumnPlan<'a> {
             })
             .collect()
         };
-        let spans = if parts.len() > 1 {
-            parts.into_par_iter().map(run_spans).collect::<Vec<_>>()
-        } else {
-            parts.into_iter().map(run_spans).collect()
-        }
-        .into_iter()
-        .collect::<Result<Vec<_>>>()
-        // A missing date comes first, whatever else is wrong.
-        .map_err(|e| {
-            if t.day.iter().any(|&d| nat(d)) {
-                missing()
-            } else {
-                e
-            }
-        })?
-        .concat();
+        let spans = par::map(parts, run_spans)
+            .into_iter()
+            .collect::<Result<Vec<_>>>()
+            // A missing date comes first, whatever else is wrong.
+            .map_err(|e| {
+                if t.day.iter().any(|&d| nat(d)) {
+                    missing()
+                } else {
+                    e
+                }
+            })?
+            .concat();
         let total = spans.iter().map(|s| positions(s.days, spec).len()).sum();
         Ok(ColumnPlan {
             t,
@@ -665,15 +660,7 @@ impl<'a> ColumnPlan<'a> {
             parts.push((r, head));
             rest = tail;
         }
-        if parts.len() > 1 {
-            parts
-                .into_par_iter()
-                .for_each(|(vehicles, out)| self.write_vehicles(vehicles, out));
-        } else {
-            for (vehicles, out) in parts {
-                self.write_vehicles(vehicles, out);
-            }
-        }
+        par::map(parts, |(vehicles, out)| self.write_vehicles(vehicles, out));
     }
 
     /// The cache lines of vehicle v's feature values and labels, appended to `lines` when
@@ -843,7 +830,7 @@ const MIN_RUN: usize = 4096;
 /// (rows, windows): a few runs per thread of at least [`MIN_RUN`] each, so that a thread
 /// done early takes another; one run when the work is small or there is one thread.
 fn vehicle_runs(work: impl Iterator<Item = usize>, total: usize) -> Vec<Range<usize>> {
-    let threads = rayon::current_num_threads();
+    let threads = par::threads();
     if threads <= 1 || total < 2 * MIN_RUN {
         let all = 0..work.count();
         return vec![all];
@@ -900,5 +887,33 @@ impl<'o> Out<'o> {
                 day: db,
             },
         )
+    }
+}
+
+/// Parts of a table worked on in parallel (feature `parallel`) or one after the other.
+mod par {
+    /// `f` of every part, in order; on the thread pool when there is more than one part.
+    #[cfg(feature = "parallel")]
+    pub fn map<T: Send, R: Send>(parts: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+        use rayon::prelude::*;
+        if parts.len() > 1 {
+            parts.into_par_iter().map(f).collect()
+        } else {
+            parts.into_iter().map(f).collect()
+        }
+    }
+
+    /// `f` of every part, in order.
+    #[cfg(not(feature = "parallel"))]
+    pub fn map<T, R>(parts: Vec<T>, f: impl Fn(T) -> R) -> Vec<R> {
+        parts.into_iter().map(f).collect()
+    }
+
+    /// Threads the work may be split over.
+    pub fn threads() -> usize {
+        #[cfg(feature = "parallel")]
+        return rayon::current_num_threads();
+        #[cfg(not(feature = "parallel"))]
+        return 1;
     }
 }

@@ -17,6 +17,7 @@ pub mod batch_csv;
 pub mod daily_csv;
 mod field;
 pub mod frame_csv;
+#[cfg(feature = "parquet")]
 pub mod parquet;
 
 use std::fs::File;
@@ -29,6 +30,7 @@ pub use batch_csv::{BatchData, read_batch_csv, write_batch_csv};
 pub use daily_csv::{read_daily_csv, write_daily_csv};
 pub use field::{parse_date, parse_f32, parse_f64};
 pub use frame_csv::{read_frame_csv, write_frame_csv};
+#[cfg(feature = "parquet")]
 pub use parquet::{
     read_daily_parquet, read_frames_parquet, write_daily_parquet, write_frames_parquet,
 };
