@@ -1119,6 +1119,48 @@ impl PyModel {
 
 // ---------------------------------------------------------------------------------------
 
+/// Every default value of the Python API, from the core (what the command line uses):
+/// the Python wrappers take their signatures' defaults from here.
+fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    let spec = bms_core::WindowSpec::default();
+    d.set_item("alarm_spread_v", bms_core::features::DEFAULT_ALARM_SPREAD_V)?;
+    d.set_item("ocv", chemistry_name(Chemistry::default()))?;
+    d.set_item("utc_offset", bms_core::UtcOffset::default().to_string())?;
+    d.set_item("context", spec.context)?;
+    d.set_item("horizon", spec.horizon)?;
+    d.set_item(
+        "features",
+        PyList::new(py, spec.features.iter().map(|f| f.name()))?,
+    )?;
+    d.set_item("fill", spec.fill)?;
+    d.set_item("full_horizon", spec.full_horizon)?;
+    d.set_item("batch_width", spec.width())?;
+    let sim = bms_core::SimConfig::default();
+    let s = PyDict::new(py);
+    s.set_item("vehicles", sim.vehicles)?;
+    s.set_item("days", sim.days)?;
+    s.set_item("seed", sim.seed)?;
+    s.set_item("start", sim.start.format("%Y-%m-%d").to_string())?;
+    s.set_item("cells", sim.cells)?;
+    s.set_item("probes", sim.probes)?;
+    s.set_item("interval_ms", sim.interval_ms)?;
+    s.set_item("chemistry", chemistry_name(sim.chemistry))?;
+    s.set_item("weak_fraction", sim.weak_fraction)?;
+    s.set_item("parked_fraction", sim.parked_fraction)?;
+    s.set_item("alarm_spread_v", sim.alarm_spread_v)?;
+    d.set_item("simulate", s)?;
+    Ok(d)
+}
+
+/// The name a chemistry is given by in arguments.
+fn chemistry_name(c: Chemistry) -> &'static str {
+    match c {
+        Chemistry::Nmc => "nmc",
+        Chemistry::Lfp => "lfp",
+    }
+}
+
 #[pymodule]
 fn _bms(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
@@ -1145,6 +1187,7 @@ fn _bms(m: &Bound<'_, PyModule>) -> PyResult<()> {
             .map(|c| c.name())
             .collect::<Vec<_>>(),
     )?;
+    m.add("DEFAULTS", defaults(m.py())?)?;
     m.add_function(wrap_pyfunction!(frame_features, m)?)?;
     m.add_function(wrap_pyfunction!(daily, m)?)?;
     m.add_function(wrap_pyfunction!(windows, m)?)?;

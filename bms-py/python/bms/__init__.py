@@ -49,6 +49,10 @@ from ._bms import (
     __version__,
 )
 
+_D = _bms.DEFAULTS
+"""Every default value, from the core (the command line's defaults)."""
+_SIM = _D["simulate"]
+
 __all__ = [
     "BatchFile",
     "BmsError",
@@ -394,8 +398,8 @@ def frame_features(
     soc: Any = None,
     pack_current: Any = None,
     alarm_flags: Any = None,
-    ocv: OcvSpec = "nmc",
-    alarm_spread_v: float = 0.10,
+    ocv: OcvSpec = _D["ocv"],
+    alarm_spread_v: float = _D["alarm_spread_v"],
 ) -> pd.DataFrame:
     """Frame features (SPEC §3) of every frame.
 
@@ -505,8 +509,8 @@ def daily(
     frames: Any,
     *,
     utc_offset: Union[None, str, int, _dt.timedelta] = None,
-    ocv: OcvSpec = "nmc",
-    alarm_spread_v: float = 0.10,
+    ocv: OcvSpec = _D["ocv"],
+    alarm_spread_v: float = _D["alarm_spread_v"],
 ) -> pd.DataFrame:
     """The daily table (SPEC §4) of a set of frames.
 
@@ -596,11 +600,11 @@ def daily(
 
 def windows(
     daily: Any,
-    context: int = 14,
-    horizon: int = 14,
+    context: int = _D["context"],
+    horizon: int = _D["horizon"],
     features: Optional[Sequence[str]] = None,
-    fill: float = -1.0,
-    full_horizon: bool = False,
+    fill: float = _D["fill"],
+    full_horizon: bool = _D["full_horizon"],
 ) -> "tuple[np.ndarray[Any, np.dtype[np.float32]], np.ndarray[Any, np.dtype[np.float32]], pd.DataFrame]":
     """Windows and labels (SPEC §5) of a daily table.
 
@@ -760,7 +764,7 @@ class BatchFile(NamedTuple):
 
 
 def read_batch_csv(
-    path: PathLike, strict: bool = False, *, width: int = 84, labels: bool = False
+    path: PathLike, strict: bool = False, *, width: int = _D["batch_width"], labels: bool = False
 ) -> BatchFile:
     """Reads a batch scoring CSV (SPEC §6: no header, ``VIN,Date,f1..f<width>`` and a
     trailing label with ``labels=True``). Lenient by default: bad lines become rejects
@@ -800,18 +804,18 @@ class Simulation(NamedTuple):
 
 
 def simulate(
-    vehicles: int = 200,
-    days: int = 120,
-    seed: int = 0,
+    vehicles: int = _SIM["vehicles"],
+    days: int = _SIM["days"],
+    seed: int = _SIM["seed"],
     *,
-    start: Union[str, _dt.date] = "2024-01-01",
-    cells: int = 96,
-    probes: int = 32,
-    interval_ms: int = 10_000,
-    chemistry: str = "nmc",
-    weak_fraction: float = 0.05,
-    parked_fraction: float = 0.35,
-    alarm_spread_v: float = 0.10,
+    start: Union[str, _dt.date] = _SIM["start"],
+    cells: int = _SIM["cells"],
+    probes: int = _SIM["probes"],
+    interval_ms: int = _SIM["interval_ms"],
+    chemistry: str = _SIM["chemistry"],
+    weak_fraction: float = _SIM["weak_fraction"],
+    parked_fraction: float = _SIM["parked_fraction"],
+    alarm_spread_v: float = _SIM["alarm_spread_v"],
     frames: bool = False,
 ) -> Simulation:
     """Simulates a fleet with the project's calibrated simulator (the same as

@@ -13,6 +13,7 @@ __all__ = [
     "BmsFileNotFoundError",
     "BmsPermissionError",
     "DAILY_COLUMNS",
+    "DEFAULTS",
     "EXTENDED_COLUMNS",
     "Evaluation",
     "FRAME_FEATURE_NAMES",
@@ -40,6 +41,7 @@ FRAME_FEATURE_NAMES: list[str]
 DAILY_COLUMNS: list[str]
 REFERENCE_COLUMNS: list[str]
 EXTENDED_COLUMNS: list[str]
+DEFAULTS: dict[str, Any]
 
 class BmsError(Exception): ...
 class InvalidInputError(BmsError, ValueError): ...
