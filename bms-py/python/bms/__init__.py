@@ -10,6 +10,9 @@ table, windows and model scores as the batch job and the vehicle::
     model = bms.Model("models/consistency-ref14x6.onnx")
     scores = model.predict_daily(sim.daily)
 
+Tables may be pandas DataFrames, pyarrow Tables or any Arrow producer (the Arrow PyCapsule
+interface: polars, DuckDB results; read through pyarrow >= 14).
+
 Data layouts follow SPEC.md: frames (§2) as a pandas DataFrame or pyarrow Table with wide
 ``cell_v_1..N``/``temp_1..M`` columns or list columns ``cell_voltages``/``temperatures``;
 the daily table (§4) as a DataFrame with ``VIN``, ``Date``, the six reference columns,
@@ -505,6 +508,28 @@ def _is_arrow_table(x: Any) -> bool:
     return type(x).__module__.startswith("pyarrow") and hasattr(x, "column_names")
 
 
+def _tabular(x: Any, what: str) -> Any:
+    """A pandas DataFrame or pyarrow Table as given; any other Arrow producer (the Arrow
+    PyCapsule interface, ``__arrow_c_stream__``: polars, DuckDB results, ...) read into a
+    pyarrow Table; anything else as given (the caller refuses it)."""
+    if isinstance(x, pd.DataFrame) or _is_arrow_table(x) or not hasattr(x, "__arrow_c_stream__"):
+        return x
+    try:
+        import pyarrow as pa  # type: ignore[import-untyped]
+    except ImportError:
+        raise InvalidInputError(
+            f"{what}: {type(x).__name__} is Arrow data; reading it needs pyarrow "
+            "(pip install 'bms-py[arrow]')"
+        ) from None
+    try:
+        return pa.table(x)
+    except TypeError as e:  # pyarrow < 14 cannot import through the PyCapsule interface
+        raise InvalidInputError(
+            f"{what}: reading {type(x).__name__} through the Arrow PyCapsule interface needs "
+            f"pyarrow >= 14, found {pa.__version__} ({e})"
+        ) from None
+
+
 def daily(
     frames: Any,
     *,
@@ -536,6 +561,7 @@ def daily(
             same timestamp (naming both rows, 1-based, as "lines").
     """
     offset = _utc_offset_seconds(utc_offset)
+    frames = _tabular(frames, "frames")
     if _is_arrow_table(frames):
         names = list(frames.column_names)
 
@@ -548,7 +574,8 @@ def daily(
             return frames[name].reset_index(drop=True)
     else:
         raise InvalidInputError(
-            f"frames: expected a pandas DataFrame or a pyarrow Table, got {type(frames).__name__}"
+            "frames: expected a pandas DataFrame, a pyarrow Table or another Arrow table "
+            f"(__arrow_c_stream__), got {type(frames).__name__}"
         )
     for req in ("vin", "timestamp", "pack_voltage", "pack_current", "soc"):
         if req not in names:
@@ -631,10 +658,14 @@ def windows(
     buffer of its own; ``y`` and the keys' columns share one (it is freed when none of
     them is left).
     """
+    daily = _tabular(daily, "daily")
     if _is_arrow_table(daily):
         daily = daily.to_pandas()
     if not isinstance(daily, pd.DataFrame):
-        raise InvalidInputError(f"daily: expected a pandas DataFrame, got {type(daily).__name__}")
+        raise InvalidInputError(
+            "daily: expected a pandas DataFrame, a pyarrow Table or another Arrow table "
+            f"(__arrow_c_stream__), got {type(daily).__name__}"
+        )
     feats = list(REFERENCE_COLUMNS) if features is None else [str(f) for f in features]
     if isinstance(features, str):
         raise InvalidInputError("features: expected a list of column names, got a string")
