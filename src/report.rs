@@ -146,6 +146,17 @@ pub fn report_data(names: &[String], rows: &[Prediction], threshold: f32, fill: 
 /// Reads `DIR` (predictions and summary.json) and writes the page to `out` atomically.
 /// Returns the data shown.
 pub fn write_report(dir: &Path, out: &Path) -> Result<ReportData> {
+    let (data, html) = report_page(dir)?;
+    let mut f = bms_core::io::AtomicFile::create(out)?;
+    std::io::Write::write_all(f.file(), html.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    f.commit()?;
+    bms_batch::sink::readable(out);
+    Ok(data)
+}
+
+/// Reads `DIR` (predictions and summary.json): the data shown and the page.
+pub fn report_page(dir: &Path) -> Result<(ReportData, String)> {
     let preds = read_predictions(dir)?;
     let summary = Summary::read(&dir.join(SUMMARY_FILE))?;
     let mut data = report_data(
@@ -158,12 +169,7 @@ pub fn write_report(dir: &Path, out: &Path) -> Result<ReportData> {
     data.rows_read = summary.rows_read;
     data.rows_rejected = summary.rows_rejected;
     let html = render(&data);
-    let mut f = bms_core::io::AtomicFile::create(out)?;
-    std::io::Write::write_all(f.file(), html.as_bytes())
-        .with_context(|| format!("writing {}", out.display()))?;
-    f.commit()?;
-    bms_batch::sink::readable(out);
-    Ok(data)
+    Ok((data, html))
 }
 
 fn esc(s: &str) -> String {

@@ -68,6 +68,10 @@ fn a_missing_or_broken_summary_is_an_error_that_names_it() {
 fn the_report_is_self_contained_and_ranks_vehicles_by_risk() {
     let (_dir, out) = reported();
     let html = text(&out.join("report.html"));
+    // `-o -`: the same page on standard output.
+    let o = ok(&["report", p(&out), "-o", "-"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), html);
+    assert!(stderr(&o).contains("<stdout>: "), "{}", stderr(&o));
     assert!(html.starts_with("<!DOCTYPE html>"));
     // Nothing is fetched: no scripts, no external URLs, a policy that forbids loading.
     for banned in [

@@ -11,18 +11,27 @@ pub struct ReportArgs {
     /// summary.json).
     pub dir: PathBuf,
 
-    /// HTML file to write. Default: DIR/report.html.
+    /// HTML file to write; `-` writes to standard output. Default: DIR/report.html.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
     let out = args.out.unwrap_or_else(|| args.dir.join("report.html"));
-    super::ensure_parent(&out)?;
-    let data = crate::report::write_report(&args.dir, &out)?;
+    let data = if super::is_stdio(&out) {
+        let (data, html) = crate::report::report_page(&args.dir)?;
+        let mut stdout = std::io::stdout().lock();
+        std::io::Write::write_all(&mut stdout, html.as_bytes())
+            .and_then(|()| std::io::Write::flush(&mut stdout))
+            .map_err(|e| anyhow::anyhow!("writing <stdout>: {e}"))?;
+        data
+    } else {
+        super::ensure_parent(&out)?;
+        crate::report::write_report(&args.dir, &out)?
+    };
     eprintln!(
         "{}: {} vehicles, {} windows, {} vehicles with an alarm",
-        out.display(),
+        super::shown(&out, "<stdout>").display(),
         data.vehicles.len(),
         data.probs.len(),
         data.vehicles.iter().filter(|v| v.alarm_days > 0).count()
