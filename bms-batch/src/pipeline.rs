@@ -199,10 +199,10 @@ pub fn score(
             score_chunk(model, chunk, threshold, &keys, with_events, &mut labelled)?;
         count(&mut summary, &mut vins, &preds);
         handed += preds.len() as u64;
-        sink.write(&Arc::new(ScoredChunk {
-            predictions: preds,
+        sink.write(ScoredChunk {
+            predictions: Arc::new(preds),
             events,
-        }))?;
+        })?;
         if let Some(n) = job.fail_after_rows
             && handed > n
         {

@@ -32,10 +32,11 @@ use crate::store::{
 };
 use crate::summary::Summary;
 
-/// One chunk of predictions, in input order, shared by the sinks that write it.
+/// One chunk of predictions, in input order. The predictions are shared by the sinks that
+/// write them; the events text goes to the one that wants it and is freed once written.
 #[derive(Debug, Clone, Default)]
 pub struct ScoredChunk {
-    pub predictions: Vec<Prediction>,
+    pub predictions: Arc<Vec<Prediction>>,
     /// When the sink [wants events](PredictionSink::wants_events): the stored-event JSON
     /// lines of `predictions` (each ending in `\n`), in order, in pieces (one per part
     /// scored on a core). Empty otherwise.
@@ -65,7 +66,7 @@ pub trait PredictionSink {
         false
     }
     /// Takes one chunk.
-    fn write(&mut self, chunk: &Arc<ScoredChunk>) -> Result<()>;
+    fn write(&mut self, chunk: ScoredChunk) -> Result<()>;
     /// Makes everything written durable and visible.
     fn commit(self: Box<Self>, end: &RunEnd) -> Result<()>;
 }
@@ -91,10 +92,10 @@ impl<W: Write> CsvSink<W> {
 }
 
 impl<W: Write> PredictionSink for CsvSink<W> {
-    fn write(&mut self, chunk: &Arc<ScoredChunk>) -> Result<()> {
+    fn write(&mut self, chunk: ScoredChunk) -> Result<()> {
         use std::fmt::Write as _;
         self.buf.clear();
-        for p in &chunk.predictions {
+        for p in chunk.predictions.iter() {
             push_text(&mut self.buf, &p.vin);
             self.buf.push(',');
             push_iso_date(&mut self.buf, p.date);
@@ -129,7 +130,7 @@ impl ParquetSink {
 }
 
 impl PredictionSink for ParquetSink {
-    fn write(&mut self, chunk: &Arc<ScoredChunk>) -> Result<()> {
+    fn write(&mut self, chunk: ScoredChunk) -> Result<()> {
         self.writer.write(&chunk.predictions)
     }
 
@@ -179,11 +180,11 @@ impl PredictionSink for EventsSink {
         true
     }
 
-    fn write(&mut self, chunk: &Arc<ScoredChunk>) -> Result<()> {
+    fn write(&mut self, chunk: ScoredChunk) -> Result<()> {
         let result = if chunk.events.is_empty() && !chunk.predictions.is_empty() {
             // Handed a chunk without its events: write them here.
             self.buf.clear();
-            for p in &chunk.predictions {
+            for p in chunk.predictions.iter() {
                 write_event_json(&mut self.buf, p, &self.keys);
                 self.buf.push('\n');
             }
@@ -225,7 +226,7 @@ impl SqliteSink {
 }
 
 impl PredictionSink for SqliteSink {
-    fn write(&mut self, chunk: &Arc<ScoredChunk>) -> Result<()> {
+    fn write(&mut self, chunk: ScoredChunk) -> Result<()> {
         upsert_rows(
             self.store.connection(),
             self.store.path(),
@@ -250,7 +251,7 @@ struct Threaded {
 }
 
 enum Msg {
-    Chunk(Arc<ScoredChunk>),
+    Chunk(ScoredChunk),
     Commit(Box<RunEnd>),
 }
 
@@ -265,7 +266,7 @@ impl Threaded {
                 let mut sink = sink;
                 for msg in rx {
                     match msg {
-                        Msg::Chunk(chunk) => sink.write(&chunk)?,
+                        Msg::Chunk(chunk) => sink.write(chunk)?,
                         Msg::Commit(end) => return Box::new(sink).commit(&end),
                     }
                 }
@@ -353,9 +354,22 @@ impl PredictionSink for StoreDir {
         self.stores.iter().any(|s| s.wants_events)
     }
 
-    fn write(&mut self, chunk: &Arc<ScoredChunk>) -> Result<()> {
+    fn write(&mut self, chunk: ScoredChunk) -> Result<()> {
+        let ScoredChunk {
+            predictions,
+            mut events,
+        } = chunk;
         for s in &mut self.stores {
-            s.send(Msg::Chunk(chunk.clone()))?;
+            // Only the events writer gets (and frees) the events text.
+            let events = if s.wants_events {
+                std::mem::take(&mut events)
+            } else {
+                Vec::new()
+            };
+            s.send(Msg::Chunk(ScoredChunk {
+                predictions: predictions.clone(),
+                events,
+            }))?;
         }
         Ok(())
     }

@@ -197,7 +197,7 @@ impl PredictionSink for RecordingSink {
     fn wants_events(&self) -> bool {
         self.events
     }
-    fn write(&mut self, chunk: &Arc<ScoredChunk>) -> Result<()> {
+    fn write(&mut self, chunk: ScoredChunk) -> Result<()> {
         let mut r = self.rec.0.lock().unwrap();
         r.chunks.push(chunk.predictions.len());
         r.events += chunk
@@ -205,7 +205,7 @@ impl PredictionSink for RecordingSink {
             .iter()
             .map(|e| e.lines().count())
             .sum::<usize>();
-        for p in &chunk.predictions {
+        for p in chunk.predictions.iter() {
             r.rows.push((p.vin.clone(), p.date.to_string()));
         }
         Ok(())
