@@ -443,7 +443,7 @@ pub fn first_appearance<'py>(
         })
         .map_err(|(i, c)| {
             if c < 0 {
-                crate::no_vin(what, i, c)
+                crate::window::no_vin(what, i, c)
             } else {
                 invalid(format!(
                     "VIN codes: row {} has code {c}, but there are {n} categories",

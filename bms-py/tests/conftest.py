@@ -30,6 +30,16 @@ def _find_bms():
     raise RuntimeError("no bms binary: build it (cargo build --bin bms) and set BMS_BIN")
 
 
+def assert_daily_equal(a, b):
+    assert list(a.columns) == list(b.columns)
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True),
+                                  check_exact=True)
+
+
+def frames_small():
+    return pd.read_csv(FRAMES_SMALL)
+
+
 @pytest.fixture(scope="session")
 def bms_bin():
     return _find_bms()
