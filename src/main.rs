@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
     match bms::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", bms_batch::error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -42,3 +42,43 @@ pub use sink::{
 };
 pub use store::Prediction;
 pub use summary::Summary;
+
+/// An error and its causes as one line, `outer: inner: …`, leaving out a cause whose text
+/// the line already holds: the core's errors include their source's message in their own
+/// (so that every surface shows it) and keep the source as well (so that callers can
+/// inspect it), which anyhow's `{:#}` would print twice.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_text_keeps_each_message_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let core = bms_core::BmsError::Io {
+            path: "a.csv".into(),
+            source: io,
+        };
+        let e = anyhow::Error::new(core).context("reading the input");
+        assert_eq!(
+            super::error_text(&e),
+            "reading the input: a.csv: no such file"
+        );
+        assert_eq!(
+            format!("{e:#}"),
+            "reading the input: a.csv: no such file: no such file"
+        );
+    }
+}

@@ -138,17 +138,23 @@ pub enum BmsError {
     },
 
     /// A model file could not be loaded or run: not ONNX, unsupported, or inconsistent.
+    /// `reason` includes the engine's message; `source` keeps the engine's error itself.
     #[error("{}model: {reason}", opt_file(.file))]
     Model {
         file: Option<PathBuf>,
         reason: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
-    /// The Arrow/Parquet layer refused a file or a batch.
+    /// The Arrow/Parquet layer refused a file or a batch. `message` includes the layer's
+    /// message; `source` keeps its error itself.
     #[error("{}{message}", opt_file(.file))]
     Parquet {
         file: Option<PathBuf>,
         message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 }
 
@@ -169,6 +175,7 @@ impl BmsError {
         BmsError::Model {
             file: None,
             reason: reason.into(),
+            source: None,
         }
     }
     pub fn parse(location: Location, reason: impl Into<String>) -> Self {

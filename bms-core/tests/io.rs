@@ -418,3 +418,27 @@ fn failed_writes_leave_the_previous_file() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "temporary file cleaned up");
 }
+
+#[test]
+fn parquet_and_model_errors_keep_their_source() {
+    use std::error::Error as _;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.parquet");
+    std::fs::write(&bad, b"PAR1 this is not a Parquet file PAR1").unwrap();
+    let e = io::read_daily_parquet(&bad).unwrap_err();
+    assert!(matches!(e, BmsError::Parquet { .. }), "{e:?}");
+    let source = e.source().expect("the Parquet error is kept");
+    assert!(
+        source
+            .downcast_ref::<parquet::errors::ParquetError>()
+            .is_some(),
+        "{source:?}"
+    );
+    // The message shows the source's text too (what every surface prints).
+    assert!(e.to_string().contains(&source.to_string()), "{e}");
+
+    let e = bms_core::Model::from_bytes(b"\x00\x01 not a model").unwrap_err();
+    assert!(matches!(e, BmsError::Model { .. }), "{e:?}");
+    let source = e.source().expect("the decoding error is kept");
+    assert!(e.to_string().contains(&source.to_string()), "{e}");
+}

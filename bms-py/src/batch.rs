@@ -17,7 +17,7 @@ use crate::{PyModel, in_pool, ocv_curve};
 /// I/O error in its chain (by kind: a missing file is a `BmsFileNotFoundError`, also a
 /// `FileNotFoundError`), the message is the whole chain.
 pub(crate) fn batch_error(e: anyhow::Error) -> PyErr {
-    let message = format!("{e:#}");
+    let message = bms_batch::error_text(&e);
     for cause in e.chain() {
         if let Some(core) = cause.downcast_ref::<bms_core::BmsError>() {
             return raise(crate::errors::kind_of(core), message);

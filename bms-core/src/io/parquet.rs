@@ -37,10 +37,11 @@ use crate::frame::{FrameRef, Frames};
 
 const BATCH_ROWS: usize = 65_536;
 
-fn pq_err(file: &Path, e: impl std::fmt::Display) -> BmsError {
+fn pq_err(file: &Path, e: impl std::error::Error + Send + Sync + 'static) -> BmsError {
     BmsError::Parquet {
         file: Some(file.to_path_buf()),
         message: e.to_string(),
+        source: Some(Box::new(e)),
     }
 }
 

@@ -81,15 +81,24 @@ impl std::fmt::Debug for Model {
     }
 }
 
-fn tract_error(context: &str, e: impl std::fmt::Display) -> BmsError {
-    BmsError::model(format!("{context}: {e:#}"))
+fn tract_error(context: &str, e: TractError) -> BmsError {
+    BmsError::Model {
+        file: None,
+        reason: format!("{context}: {e:#}"),
+        source: Some(e.into()),
+    }
 }
 
 fn with_file(e: BmsError, path: &Path) -> BmsError {
     match e {
-        BmsError::Model { file: None, reason } => BmsError::Model {
+        BmsError::Model {
+            file: None,
+            reason,
+            source,
+        } => BmsError::Model {
             file: Some(path.to_path_buf()),
             reason,
+            source,
         },
         other => other,
     }
@@ -107,10 +116,12 @@ impl Model {
 
     /// Loads a model from the bytes of an ONNX file. See [`Model::load`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let mut proto = ModelProto::decode(bytes).map_err(|e| {
-            BmsError::model(format!(
+        let mut proto = ModelProto::decode(bytes).map_err(|e| BmsError::Model {
+            file: None,
+            reason: format!(
                 "not an ONNX model (protobuf decoding failed: {e}); the file may be truncated or corrupt"
-            ))
+            ),
+            source: Some(Box::new(e)),
         })?;
         let framework = ops::framework();
         let input = normalize::normalize(&mut proto, &framework)?;
@@ -352,11 +363,11 @@ impl Model {
         let p: Array1<f32> = match take {
             Take::Whole => out
                 .into_dimensionality::<ndarray::Ix1>()
-                .map_err(|e| tract_error("probability output", e))?
+                .map_err(|e| tract_error("probability output", e.into()))?
                 .to_owned(),
             Take::Column(c) => out
                 .into_dimensionality::<ndarray::Ix2>()
-                .map_err(|e| tract_error("probability output", e))?
+                .map_err(|e| tract_error("probability output", e.into()))?
                 .column(c)
                 .to_owned(),
         };
