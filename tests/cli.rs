@@ -97,6 +97,22 @@ fn dash_reads_stdin_and_writes_stdout_as_the_files_do() {
     assert_eq!(win_out, std::fs::read(&win).unwrap());
     assert!(err.contains("<stdin>: read"), "{err}");
 
+    // bms predict reads standard input too: the same predictions as from the file.
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/consistency-ref14x6.onnx");
+    let from_file = ok(&["predict", "-m", p(&model), "-i", p(&win)]);
+    let win_unlabelled = dir.path().join("w-plain.csv");
+    ok(&["windows", "-i", p(&daily), "-o", p(&win_unlabelled)]);
+    let from_file_plain = ok(&["predict", "-m", p(&model), "-i", p(&win_unlabelled)]);
+    let (from_stdin, _) = piped(
+        &["predict", "-m", p(&model), "-i", "-"],
+        &std::fs::read(&win_unlabelled).unwrap(),
+    );
+    assert_eq!(from_stdin, from_file_plain.stdout);
+    assert_eq!(
+        from_file.stdout, from_file_plain.stdout,
+        "labels do not change scores"
+    );
+
     // Errors on standard input name it.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_bms"))
         .args(["windows", "-i", "-", "-o", "-"])

@@ -31,7 +31,9 @@ pub struct PredictArgs {
     pub model: PathBuf,
 
     /// Input: reference batch CSV (no header, `VIN,Date,f1,…,fW` per line), a daily table
-    /// (CSV with the reference header, or Parquet) or frames (CSV or Parquet).
+    /// (CSV with the reference header, or Parquet) or frames (CSV or Parquet). `-` reads
+    /// CSV from standard input (kept in a temporary file `stdin.csv` while the run lasts:
+    /// rejects are listed with their text, which needs a second read).
     #[arg(long, short, env = "BMS_INPUT")]
     pub input: PathBuf,
 
@@ -104,9 +106,35 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let model = Model::load(&args.model)?;
     let job = job(&args)?;
     describe_model(&args.model, &model, job.threshold);
-    let summary = run_with_model(&model, &args.input, &job, args.out.as_deref())?;
+    let spooled = if super::is_stdio(&args.input) {
+        Some(spool_stdin()?)
+    } else {
+        None
+    };
+    let input = match &spooled {
+        Some(dir) => dir.path().join(STDIN_FILE),
+        None => args.input.clone(),
+    };
+    let summary = run_with_model(&model, &input, &job, args.out.as_deref())?;
     print_summary(&summary, args.out.as_deref());
     Ok(())
+}
+
+/// The name standard input is kept under while a run reads it.
+const STDIN_FILE: &str = "stdin.csv";
+
+/// Copies standard input into `stdin.csv` in a new temporary directory.
+fn spool_stdin() -> Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("bms-stdin-")
+        .tempdir()
+        .map_err(|e| anyhow::anyhow!("cannot create a temporary directory for <stdin>: {e}"))?;
+    let path = dir.path().join(STDIN_FILE);
+    let mut file =
+        std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut file)
+        .map_err(|e| anyhow::anyhow!("reading <stdin> into {}: {e}", path.display()))?;
+    Ok(dir)
 }
 
 /// Scores `input` into the stores of `out`, or as CSV on stdout when it is `None`, with a
