@@ -21,7 +21,25 @@
 //! `libbms_ffi.so` and `libbms_ffi.a` copied to the name C links them by
 //! (`scripts/test-c.sh` does that; the shared library has no SONAME, so a program linked
 //! with `-lbms` needs `libbms.so`). The Rust tests in `tests/` link the Rust library and
-//! call the exported functions exactly as C does.
+//! call the exported functions exactly as C does, as this example does:
+//!
+//! ```
+//! use std::ptr;
+//! use bms_ffi::*;
+//!
+//! let path = c"../models/consistency-ref14x6.onnx";
+//! let (mut model, mut monitor) = (ptr::null_mut(), ptr::null_mut());
+//! let mut p = -1f32;
+//! unsafe {
+//!     assert_eq!(bms_model_load(path.as_ptr(), &mut model), BmsStatus::Ok);
+//!     assert_eq!(bms_monitor_new(model, ptr::null(), &mut monitor), BmsStatus::Ok);
+//!     // No day has closed yet: there is no window to score, and `p` is not written.
+//!     assert_eq!(bms_monitor_predict(monitor, &mut p), BmsStatus::NotReady);
+//!     assert_eq!(p, -1.0);
+//!     bms_monitor_free(monitor);
+//!     bms_model_free(model);
+//! }
+//! ```
 
 // The C signatures (frame fields one by one) are the ABI.
 #![allow(clippy::too_many_arguments)]
