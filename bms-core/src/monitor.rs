@@ -345,31 +345,38 @@ impl Monitor {
         if !self.is_ready() {
             return Err(self.not_ready());
         }
-        let nf = self.columns.len();
-        for (k, chunk) in out.chunks_exact_mut(nf).enumerate() {
-            let day = self.ring.oldest(k);
-            for (o, col) in chunk.iter_mut().zip(&self.columns) {
-                let v = day.get(*col);
-                *o = if v.is_nan() { self.fill } else { v as f32 };
-            }
-        }
+        write_window(&self.ring, &self.columns, self.fill, out);
         Ok(())
     }
 
     /// The model's probability for the current window (see [`Monitor::window_into`]);
     /// [`BmsError::NotReady`] before C days have closed.
     pub fn predict(&mut self) -> Result<f32> {
-        let mut window = std::mem::take(&mut self.window);
-        let written = self.window_into(&mut window);
-        let p = written.and_then(|()| {
-            let view = ndarray::ArrayView2::from_shape((1, window.len()), &window[..])
-                .map_err(|e| BmsError::model(e.to_string()))?;
-            self.model.predict(view)
-        });
-        self.window = window;
-        p?.first()
+        if !self.is_ready() {
+            return Err(self.not_ready());
+        }
+        write_window(&self.ring, &self.columns, self.fill, &mut self.window);
+        let view = ndarray::ArrayView2::from_shape((1, self.window.len()), &self.window[..])
+            .map_err(|e| BmsError::model(e.to_string()))?;
+        self.model
+            .predict(view)?
+            .first()
             .copied()
             .ok_or_else(|| BmsError::model("the model gave no probability for the window"))
+    }
+}
+
+/// The window of a full ring: its days oldest first, each day's `columns` in order, NaN
+/// replaced by `fill`; `out` holds exactly `ring.capacity() × columns.len()` values.
+fn write_window(ring: &Ring, columns: &[DailyColumn], fill: f32, out: &mut [f32]) {
+    debug_assert_eq!(ring.len, ring.capacity());
+    debug_assert_eq!(out.len(), ring.capacity() * columns.len());
+    for (k, chunk) in out.chunks_exact_mut(columns.len()).enumerate() {
+        let day = ring.oldest(k);
+        for (o, col) in chunk.iter_mut().zip(columns) {
+            let v = day.get(*col);
+            *o = if v.is_nan() { fill } else { v as f32 };
+        }
     }
 }
 
