@@ -5,6 +5,7 @@ bad input raises and changes nothing."""
 
 import csv
 import datetime as dt
+import inspect
 import os
 
 import numpy as np
@@ -227,6 +228,11 @@ def test_not_ready_gaps_and_configuration():
         bms.Monitor(model, alarm_spread_v=float("nan"))
     with pytest.raises(bms.InvalidInputError, match="expected a bms.Model"):
         bms.Monitor(MODEL)
+    # The defaults are the core's (those of bms.daily and bms daily).
+    d = inspect.signature(bms.Monitor).parameters
+    assert d["ocv"].default == bms._bms.DEFAULTS["ocv"]
+    assert d["alarm_spread_v"].default == bms._bms.DEFAULTS["alarm_spread_v"]
+    assert d["utc_offset"].default is None
     lfp = bms.Monitor(model, ocv="lfp")
     lfp.push_frame(t, 1.0, 1.0, 50.0, cells, temps)
     assert "Monitor(context=14" in repr(lfp)

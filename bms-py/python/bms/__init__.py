@@ -1048,8 +1048,8 @@ class Monitor:
         model: Model,
         *,
         utc_offset: Union[None, str, int, _dt.timedelta] = None,
-        ocv: OcvSpec = "nmc",
-        alarm_spread_v: float = 0.10,
+        ocv: OcvSpec = _D["ocv"],
+        alarm_spread_v: float = _D["alarm_spread_v"],
     ) -> None:
         """A monitor scored by ``model`` (its contract gives context, features and fill);
         ``utc_offset``, ``ocv`` and ``alarm_spread_v`` as for :func:`daily`."""
