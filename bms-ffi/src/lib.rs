@@ -18,9 +18,9 @@
 //! The monitor itself is [`bms_core::monitor::Monitor`]; this crate only translates
 //! pointers, lengths and statuses. Its Rust library is `bms_ffi` (so it does not collide
 //! with the `bms` command's); the C artefacts `libbms.so` and `libbms.a` are cargo's
-//! `libbms_ffi.so` and `libbms_ffi.a` copied to the name C links them by
-//! (`scripts/test-c.sh` does that; the shared library has no SONAME, so a program linked
-//! with `-lbms` needs `libbms.so`). The Rust tests in `tests/` link the Rust library and
+//! `libbms_ffi.so` and `libbms_ffi.a` under the name C links them by (`scripts/test-c.sh`
+//! symlinks them; the shared library has no SONAME, so a program linked with `-lbms`
+//! needs `libbms.so`). The Rust tests in `tests/` link the Rust library and
 //! call the exported functions exactly as C does, as this example does:
 //!
 //! ```
