@@ -8,7 +8,6 @@
 mod arrays;
 mod batch;
 mod errors;
-mod monitor;
 mod vins;
 
 mod convert;
@@ -16,6 +15,7 @@ mod daily;
 mod features;
 mod io;
 mod model;
+mod monitor;
 mod simulate;
 mod window;
 

@@ -10,11 +10,12 @@ use pyo3::types::{PyDict, PyString};
 
 use bms_core::daily::DailyColumn;
 use bms_core::monitor::{Monitor, MonitorConfig};
-use bms_core::{FeatureConfig, FrameRef, UtcOffset};
+use bms_core::{FrameRef, UtcOffset};
 
 use crate::arrays::{array1, slice1};
+use crate::convert::feature_config;
 use crate::errors::{invalid, to_py};
-use crate::{PyModel, ocv_curve};
+use crate::model::PyModel;
 
 /// The streaming monitor of one vehicle: frames in time order become daily rows, and the
 /// last `context` closed days the model's window. Not for concurrent use by two threads
@@ -38,12 +39,12 @@ impl PyMonitor {
         ocv: Option<&Bound<'_, PyAny>>,
         alarm_spread_v: f64,
     ) -> PyResult<Self> {
-        let ocv = match ocv {
-            Some(o) => ocv_curve(o)?,
-            None => ocv_curve(&PyString::new(py, "nmc").into_any())?,
+        let features = match ocv {
+            Some(o) => feature_config(o, alarm_spread_v)?,
+            None => feature_config(&PyString::new(py, "nmc").into_any(), alarm_spread_v)?,
         };
         let config = MonitorConfig {
-            features: FeatureConfig::new(ocv, alarm_spread_v).map_err(to_py)?,
+            features,
             utc_offset: UtcOffset::from_seconds(utc_offset_seconds).map_err(to_py)?,
         };
         let inner = Monitor::new(Arc::clone(&model.inner), config).map_err(to_py)?;
