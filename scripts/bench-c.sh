@@ -16,8 +16,9 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact":
         print("\n".join(m.get("filenames") or []))
 ' >"$work/artifacts"
-so=$(grep '/libbms\.so$' "$work/artifacts")
-a=$(grep '/libbms\.a$' "$work/artifacts")
+# Cargo's libbms_ffi.{so,a} are the C artefacts libbms.{so,a} (see scripts/test-c.sh).
+so=$(grep '/libbms_ffi\.so$' "$work/artifacts")
+a=$(grep '/libbms_ffi\.a$' "$work/artifacts")
 
 strip -o "$work/libbms.so" "$so"
 gcc -O2 -Ibms-ffi/include examples/c/monitor.c "$a" -lm -lpthread -ldl -Wl,-z,noexecstack -o "$work/monitor-static"

@@ -7,12 +7,13 @@
 #     valgrind with zero errors and zero definite/indirect leaks;
 #  3. tests/c/equivalence.c checks that streaming a `bms simulate --frames` CSV through the
 #     monitor gives exactly `bms daily` and `bms windows` + `bms predict`.
-# Tools are installed idempotently under /var/cache/bms-ci (outside the clone).
+# Tools are installed idempotently under $BMS_CI_TOOLS (default /var/cache/bms-ci/tools,
+# outside the clone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CBINDGEN_VERSION=0.29.4
-TOOLS=/var/cache/bms-ci/tools
+TOOLS="${BMS_CI_TOOLS:-/var/cache/bms-ci/tools}"
 CBINDGEN="$TOOLS/bin/cbindgen"
 
 if ! "$CBINDGEN" --version 2>/dev/null | grep -qx "cbindgen $CBINDGEN_VERSION"; then
@@ -55,10 +56,15 @@ for line in sys.stdin:
 '
 }
 cargo build -p bms-ffi -p bms --lib --bin bms --locked --message-format=json-render-diagnostics | artifacts | sort -u >"$work/artifacts"
-so=$(grep '/libbms\.so$' "$work/artifacts")
-a=$(grep '/libbms\.a$' "$work/artifacts")
+# Cargo names the C artefacts after the Rust library (bms_ffi, so as not to collide with
+# the `bms` command's); C links them as libbms, so they get that name here (symlinks).
+libdir="$work/lib"
+mkdir -p "$libdir"
+ln -s "$(grep '/libbms_ffi\.so$' "$work/artifacts")" "$libdir/libbms.so"
+ln -s "$(grep '/libbms_ffi\.a$' "$work/artifacts")" "$libdir/libbms.a"
+so="$libdir/libbms.so"
+a="$libdir/libbms.a"
 bms=$(grep '/bms$' "$work/artifacts")
-libdir=$(dirname "$so")
 
 echo "== compiling the C tests and example (shared and static)"
 CFLAGS=(-std=c99 -O1 -g -Wall -Wextra -Werror -Ibms-ffi/include)

@@ -67,6 +67,14 @@ fn opt_file(file: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
+fn older_than(latest_ms: i64, advanced: bool) -> String {
+    if advanced {
+        format!("{latest_ms} ms, which the monitor was advanced to")
+    } else {
+        format!("the latest frame at {latest_ms} ms (frames must arrive in time order)")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BmsError {
     /// A field, record or value of an input could not be used.
@@ -116,6 +124,29 @@ pub enum BmsError {
         timestamp_ms: i64,
         previous_ms: i64,
     },
+
+    /// A streaming monitor was given a timestamp older than its latest frame's, or than
+    /// the time it was advanced to (`advanced`). The monitor is unchanged.
+    #[error(
+        "timestamp {timestamp_ms} ms is older than {}",
+        older_than(*.latest_ms, *.advanced)
+    )]
+    TimestampTooOld {
+        timestamp_ms: i64,
+        latest_ms: i64,
+        advanced: bool,
+    },
+
+    /// A streaming monitor was given a second frame with its latest frame's timestamp. The
+    /// monitor is unchanged.
+    #[error(
+        "a frame at {timestamp_ms} ms was already pushed (frames must have strictly increasing timestamps)"
+    )]
+    DuplicateTimestamp { timestamp_ms: i64 },
+
+    /// A streaming monitor cannot answer yet (e.g. fewer closed days than a window needs).
+    #[error("not ready: {reason}")]
+    NotReady { reason: String },
 
     /// Two sizes that must agree do not.
     #[error("{what}: expected {expected}, found {found}")]

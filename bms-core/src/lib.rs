@@ -20,6 +20,7 @@ pub mod features;
 pub mod frame;
 pub mod io;
 pub mod model;
+pub mod monitor;
 pub mod ocv;
 #[cfg(feature = "simulate")]
 pub mod simulate;
@@ -32,6 +33,7 @@ pub use error::{BmsError, Location, Result};
 pub use features::{FeatureConfig, FrameFeatures, frame_features};
 pub use frame::{Frame, FrameRef, Frames};
 pub use model::{ContractSource, Model, ModelContract};
+pub use monitor::{ClosedDay, Monitor, MonitorConfig};
 pub use ocv::{Chemistry, OcvCurve};
 #[cfg(feature = "simulate")]
 pub use simulate::{SimConfig, SimOutput, VehicleTruth, simulate_daily};

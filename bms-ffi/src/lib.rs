@@ -15,9 +15,31 @@
 //! `bms_monitor` is a mutable state machine: it may move between threads but must not be
 //! used by two threads at the same time (the caller serialises access).
 //!
-//! This file is the whole library; the Rust tests in `tests/` compile it as a module
-//! (the crate has no rlib, whose file name would collide with the `bms` command's
-//! library) and call the exported functions exactly as C does.
+//! The monitor itself is [`bms_core::monitor::Monitor`]; this crate only translates
+//! pointers, lengths and statuses. Its Rust library is `bms_ffi` (so it does not collide
+//! with the `bms` command's); the C artefacts `libbms.so` and `libbms.a` are cargo's
+//! `libbms_ffi.so` and `libbms_ffi.a` under the name C links them by (`scripts/test-c.sh`
+//! symlinks them; the shared library has no SONAME, so a program linked with `-lbms`
+//! needs `libbms.so`). The Rust tests in `tests/` link the Rust library and
+//! call the exported functions exactly as C does, as this example does:
+//!
+//! ```
+//! use std::ptr;
+//! use bms_ffi::*;
+//!
+//! let path = c"../models/consistency-ref14x6.onnx";
+//! let (mut model, mut monitor) = (ptr::null_mut(), ptr::null_mut());
+//! let mut p = -1f32;
+//! unsafe {
+//!     assert_eq!(bms_model_load(path.as_ptr(), &mut model), BmsStatus::Ok);
+//!     assert_eq!(bms_monitor_new(model, ptr::null(), &mut monitor), BmsStatus::Ok);
+//!     // No day has closed yet: there is no window to score, and `p` is not written.
+//!     assert_eq!(bms_monitor_predict(monitor, &mut p), BmsStatus::NotReady);
+//!     assert_eq!(p, -1.0);
+//!     bms_monitor_free(monitor);
+//!     bms_model_free(model);
+//! }
+//! ```
 
 // The C signatures (frame fields one by one) are the ABI.
 #![allow(clippy::too_many_arguments)]
@@ -27,8 +49,9 @@ use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use bms_core::daily::{DailyColumn, DayAccumulator, N_DAILY_COLUMNS, date_of_day};
+use bms_core::daily::DailyColumn;
 use bms_core::features::{DEFAULT_ALARM_SPREAD_V, FeatureConfig, frame_features};
+use bms_core::monitor::{ClosedDay, Monitor, MonitorConfig};
 use bms_core::{BmsError, Chemistry, FrameRef, Model, OcvCurve, UtcOffset};
 
 /// Result of every fallible call. The numbers are part of the ABI: they never change and
@@ -103,9 +126,16 @@ impl From<BmsError> for FfiError {
             BmsError::Io { .. } => BmsStatus::Io,
             BmsError::Model { .. } => BmsStatus::Model,
             BmsError::Shape { .. } => BmsStatus::LengthMismatch,
-            BmsError::OutOfOrder { .. } => BmsStatus::OutOfOrder,
-            BmsError::DuplicateFrame { .. } => BmsStatus::DuplicateTimestamp,
-            _ => BmsStatus::InvalidArgument,
+            BmsError::OutOfOrder { .. } | BmsError::TimestampTooOld { .. } => BmsStatus::OutOfOrder,
+            BmsError::DuplicateFrame { .. } | BmsError::DuplicateTimestamp { .. } => {
+                BmsStatus::DuplicateTimestamp
+            }
+            BmsError::NotReady { .. } => BmsStatus::NotReady,
+            BmsError::Parse { .. }
+            | BmsError::Header { .. }
+            | BmsError::DuplicateDay { .. }
+            | BmsError::Invalid { .. }
+            | BmsError::Parquet { .. } => BmsStatus::InvalidArgument,
         };
         err(status, e.to_string())
     }
@@ -660,42 +690,22 @@ pub extern "C" fn bms_monitor_config_default() -> BmsMonitorConfig {
     }
 }
 
-/// A closed day in the ring.
-#[derive(Debug, Clone, Copy)]
-struct Day {
-    day: i64,
-    values: [f64; N_DAILY_COLUMNS],
-    label: f64,
-}
-
-impl Day {
-    fn empty(day: i64) -> Self {
-        let mut values = [f64::NAN; N_DAILY_COLUMNS];
-        values[DailyColumn::Frames.index()] = 0.0;
-        Day {
-            day,
-            values,
-            label: f64::NAN,
-        }
-    }
-
-    fn row(&self) -> BmsDailyRow {
-        let v = |c: DailyColumn| self.values[c.index()];
-        BmsDailyRow {
-            day: self.day,
-            total_voltage: v(DailyColumn::TotalVoltage),
-            total_current: v(DailyColumn::TotalCurrent),
-            cell_max_voltage: v(DailyColumn::CellMaxVoltage),
-            cell_min_voltage: v(DailyColumn::CellMinVoltage),
-            max_temperature: v(DailyColumn::MaxTemperature),
-            min_temperature: v(DailyColumn::MinTemperature),
-            spread_mean: v(DailyColumn::SpreadMean),
-            spread_max: v(DailyColumn::SpreadMax),
-            temp_delta_max: v(DailyColumn::TempDeltaMax),
-            soc_deviation_mean: v(DailyColumn::SocDeviationMean),
-            frames: v(DailyColumn::Frames),
-            label: self.label,
-        }
+fn daily_row(d: &ClosedDay) -> BmsDailyRow {
+    let v = |c: DailyColumn| d.get(c);
+    BmsDailyRow {
+        day: d.day(),
+        total_voltage: v(DailyColumn::TotalVoltage),
+        total_current: v(DailyColumn::TotalCurrent),
+        cell_max_voltage: v(DailyColumn::CellMaxVoltage),
+        cell_min_voltage: v(DailyColumn::CellMinVoltage),
+        max_temperature: v(DailyColumn::MaxTemperature),
+        min_temperature: v(DailyColumn::MinTemperature),
+        spread_mean: v(DailyColumn::SpreadMean),
+        spread_max: v(DailyColumn::SpreadMax),
+        temp_delta_max: v(DailyColumn::TempDeltaMax),
+        soc_deviation_mean: v(DailyColumn::SocDeviationMean),
+        frames: v(DailyColumn::Frames),
+        label: d.label(),
     }
 }
 
@@ -705,98 +715,7 @@ impl Day {
 /// C closed days (C = the model's context) and one window buffer; pushing a frame
 /// allocates nothing.
 pub struct BmsMonitor {
-    model: Arc<Model>,
-    features: FeatureConfig,
-    utc: UtcOffset,
-    columns: Vec<DailyColumn>,
-    fill: f32,
-    /// The last `len` closed days end at `ring[(start + len - 1) % C]`.
-    ring: Box<[Day]>,
-    start: usize,
-    len: usize,
-    current_day: Option<i64>,
-    acc: DayAccumulator,
-    last_frame_ms: Option<i64>,
-    /// Set by `bms_monitor_advance_to`: frames must not be older.
-    floor_ms: Option<i64>,
-    days_closed: u64,
-    window: Box<[f32]>,
-}
-
-impl BmsMonitor {
-    fn capacity(&self) -> usize {
-        self.ring.len()
-    }
-
-    fn push_day(&mut self, day: Day) {
-        let c = self.capacity();
-        if self.len < c {
-            self.ring[(self.start + self.len) % c] = day;
-            self.len += 1;
-        } else {
-            self.ring[self.start] = day;
-            self.start = (self.start + 1) % c;
-        }
-        self.days_closed += 1;
-    }
-
-    /// Closes the open day `d` and the empty days after it, up to (not including) `day`.
-    fn close_until(&mut self, d: i64, day: i64) {
-        let row = self
-            .acc
-            .finish("", date_of_day(d).expect("checked when the day opened"));
-        self.push_day(Day {
-            day: d,
-            values: row.values,
-            label: row.label,
-        });
-        self.acc = DayAccumulator::default();
-        // Only the last C empty days can stay in the ring; count the others.
-        let gap = (day - d - 1).max(0) as u64;
-        let kept = gap.min(self.capacity() as u64) as i64;
-        self.days_closed += gap - kept as u64;
-        for g in day - kept..day {
-            self.push_day(Day::empty(g));
-        }
-    }
-
-    /// Checks that `timestamp_ms` may come next and returns its day; changes nothing.
-    fn admit(&self, timestamp_ms: i64, is_frame: bool) -> FfiResult<i64> {
-        if let Some(last) = self.last_frame_ms {
-            if is_frame && timestamp_ms == last {
-                return Err(err(
-                    BmsStatus::DuplicateTimestamp,
-                    format!("a frame at {timestamp_ms} ms was already pushed"),
-                ));
-            }
-            if timestamp_ms < last {
-                return Err(err(
-                    BmsStatus::OutOfOrder,
-                    format!(
-                        "timestamp {timestamp_ms} ms is older than the latest frame at {last} ms \
-                         (frames must arrive in time order)"
-                    ),
-                ));
-            }
-        }
-        if let Some(floor) = self.floor_ms.filter(|&f| timestamp_ms < f) {
-            return Err(err(
-                BmsStatus::OutOfOrder,
-                format!(
-                    "timestamp {timestamp_ms} ms is older than {floor} ms, which the monitor \
-                     was advanced to"
-                ),
-            ));
-        }
-        let day = self.utc.day_number(timestamp_ms);
-        if self.current_day != Some(day) && date_of_day(day).is_none() {
-            return Err(err(
-                BmsStatus::InvalidArgument,
-                format!("timestamp {timestamp_ms} ms is outside the supported calendar"),
-            ));
-        }
-        Ok(day)
-    }
+    monitor: Monitor,
 }
 
 /// Makes a monitor for one vehicle scored by `model` (which the monitor keeps a reference
@@ -819,29 +738,19 @@ pub unsafe extern "C" fn bms_monitor_new(
             .copied()
             .unwrap_or_else(|| bms_monitor_config_default());
         let out = out_ptr(out, "out")?;
-        let utc = UtcOffset::from_seconds(config.utc_offset_seconds)?;
+        let utc_offset = UtcOffset::from_seconds(config.utc_offset_seconds)?;
         let features = FeatureConfig::new(
             OcvCurve::for_chemistry(parse_chemistry(config.chemistry)?),
             config.alarm_spread_v,
         )?;
-        let spec = &m.model.contract().spec;
-        let monitor = BmsMonitor {
-            model: Arc::clone(&m.model),
-            features,
-            utc,
-            columns: spec.features.clone(),
-            fill: spec.fill as f32,
-            ring: vec![Day::empty(0); spec.context].into_boxed_slice(),
-            start: 0,
-            len: 0,
-            current_day: None,
-            acc: DayAccumulator::default(),
-            last_frame_ms: None,
-            floor_ms: None,
-            days_closed: 0,
-            window: vec![0.0; spec.width()].into_boxed_slice(),
-        };
-        write(out, Box::into_raw(Box::new(monitor)));
+        let monitor = Monitor::new(
+            Arc::clone(&m.model),
+            MonitorConfig {
+                features,
+                utc_offset,
+            },
+        )?;
+        write(out, Box::into_raw(Box::new(BmsMonitor { monitor })));
         Ok(())
     })
 }
@@ -896,18 +805,7 @@ pub unsafe extern "C" fn bms_monitor_push_frame(
             n_temps,
             alarm_flags,
         )?;
-        let day = m.admit(timestamp_ms, true)?;
-        let features = frame_features(&frame, &m.features);
-        match m.current_day {
-            Some(d) if d == day => {}
-            Some(d) => {
-                m.close_until(d, day);
-                m.current_day = Some(day);
-            }
-            None => m.current_day = Some(day),
-        }
-        m.acc.push(&frame, &features);
-        m.last_frame_ms = Some(timestamp_ms);
+        m.monitor.push_frame(&frame)?;
         Ok(())
     })
 }
@@ -927,12 +825,7 @@ pub unsafe extern "C" fn bms_monitor_advance_to(
 ) -> BmsStatus {
     boundary("bms_monitor_advance_to", || {
         let m = non_null_mut(monitor, "monitor")?;
-        let day = m.admit(timestamp_ms, false)?;
-        if let Some(d) = m.current_day.filter(|&d| day > d) {
-            m.close_until(d, day);
-            m.current_day = Some(day);
-        }
-        m.floor_ms = Some(timestamp_ms);
+        m.monitor.advance_to(timestamp_ms)?;
         Ok(())
     })
 }
@@ -951,28 +844,7 @@ pub unsafe extern "C" fn bms_monitor_predict(
     boundary("bms_monitor_predict", || {
         let m = non_null_mut(monitor, "monitor")?;
         let prob = out_ptr(prob, "prob")?;
-        let c = m.capacity();
-        if m.len < c {
-            return Err(err(
-                BmsStatus::NotReady,
-                format!("{} of the model's {c} days closed so far", m.len),
-            ));
-        }
-        let nf = m.columns.len();
-        for k in 0..c {
-            let day = &m.ring[(m.start + k) % c];
-            for (j, col) in m.columns.iter().enumerate() {
-                let v = day.values[col.index()];
-                m.window[k * nf + j] = if v.is_nan() { m.fill } else { v as f32 };
-            }
-        }
-        let view = ndarray::ArrayView2::from_shape((1, m.window.len()), &m.window[..])
-            .map_err(|e| err(BmsStatus::LengthMismatch, e.to_string()))?;
-        let p = m.model.predict(view)?;
-        let p = *p
-            .first()
-            .ok_or_else(|| err(BmsStatus::Model, "the model gave no probability"))?;
-        write(prob, p);
+        write(prob, m.monitor.predict()?);
         Ok(())
     })
 }
@@ -988,7 +860,7 @@ pub unsafe extern "C" fn bms_monitor_days(
 ) -> BmsStatus {
     boundary("bms_monitor_days", || {
         let m = non_null(monitor, "monitor")?;
-        write(out_ptr(out, "out")?, m.len);
+        write(out_ptr(out, "out")?, m.monitor.days_held());
         Ok(())
     })
 }
@@ -1005,7 +877,7 @@ pub unsafe extern "C" fn bms_monitor_days_closed(
 ) -> BmsStatus {
     boundary("bms_monitor_days_closed", || {
         let m = non_null(monitor, "monitor")?;
-        write(out_ptr(out, "out")?, m.days_closed);
+        write(out_ptr(out, "out")?, m.monitor.days_closed());
         Ok(())
     })
 }
@@ -1024,14 +896,16 @@ pub unsafe extern "C" fn bms_monitor_day(
     boundary("bms_monitor_day", || {
         let m = non_null(monitor, "monitor")?;
         let out = out_ptr(out, "out")?;
-        if age >= m.len {
-            return Err(err(
+        let day = m.monitor.day(age).ok_or_else(|| {
+            err(
                 BmsStatus::OutOfRange,
-                format!("age {age} but {} closed days are held", m.len),
-            ));
-        }
-        let c = m.capacity();
-        write(out, m.ring[(m.start + m.len - 1 - age) % c].row());
+                format!(
+                    "age {age} but {} closed days are held",
+                    m.monitor.days_held()
+                ),
+            )
+        })?;
+        write(out, daily_row(day));
         Ok(())
     })
 }
@@ -1050,7 +924,8 @@ pub unsafe extern "C" fn bms_monitor_current_day(
         let m = non_null(monitor, "monitor")?;
         let out = out_ptr(out, "out")?;
         let day = m
-            .current_day
+            .monitor
+            .current_day()
             .ok_or_else(|| err(BmsStatus::NotReady, "no frame pushed yet"))?;
         write(out, day);
         Ok(())

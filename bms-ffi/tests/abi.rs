@@ -2,21 +2,16 @@
 //! against the Rust pipeline: the monitor gives the batch pipeline's daily rows and
 //! probabilities, error paths return their documented status and leave state untouched.
 
-// The library has no rlib (its file name would collide with the `bms` command's), so the
-// test compiles its one source file as a module.
-#[allow(dead_code)]
-#[path = "../src/lib.rs"]
-mod bms;
 mod common;
 
 use std::ffi::{CStr, CString};
 use std::ptr;
 
-use bms::*;
 use bms_core::daily::{DailyRow, VehicleAggregator, day_of_date};
 use bms_core::features::frame_features;
 use bms_core::simulate::SimConfig;
 use bms_core::{DailyTable, Model, windows};
+use bms_ffi::*;
 use common::{last_error, load_model, model_path, new_monitor, push, vehicle_frames};
 
 fn same(a: f64, b: f64) -> bool {

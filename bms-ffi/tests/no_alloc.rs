@@ -3,16 +3,13 @@
 //! more days than the ring holds) stream through a monitor.
 
 #[allow(dead_code)]
-#[path = "../src/lib.rs"]
-mod bms;
-#[allow(dead_code)]
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use bms::*;
 use bms_core::simulate::SimConfig;
+use bms_ffi::*;
 use common::{load_model, new_monitor, push, vehicle_frames};
 
 struct Counting;

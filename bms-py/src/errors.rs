@@ -176,6 +176,9 @@ pub fn kind_of(e: &BmsError) -> Kind {
         | BmsError::DuplicateDay { .. }
         | BmsError::DuplicateFrame { .. }
         | BmsError::OutOfOrder { .. }
+        | BmsError::TimestampTooOld { .. }
+        | BmsError::DuplicateTimestamp { .. }
+        | BmsError::NotReady { .. }
         | BmsError::Shape { .. }
         | BmsError::Invalid { .. }
         | BmsError::Parquet { .. } => Kind::Invalid,

@@ -15,6 +15,7 @@ mod daily;
 mod features;
 mod io;
 mod model;
+mod monitor;
 mod simulate;
 mod window;
 
@@ -109,6 +110,7 @@ fn _bms(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(io::read_batch_csv, m)?)?;
     m.add_function(wrap_pyfunction!(simulate::simulate, m)?)?;
     m.add_class::<PyModel>()?;
+    m.add_class::<monitor::PyMonitor>()?;
     m.add_class::<batch::PySummary>()?;
     m.add_class::<batch::PyEvaluation>()?;
     m.add_function(wrap_pyfunction!(batch::score_file, m)?)?;

@@ -6,7 +6,7 @@ use std::ptr;
 use bms_core::Frame;
 use bms_core::simulate::{SimConfig, for_each_frame};
 
-use crate::bms::*;
+use bms_ffi::*;
 
 pub fn model_path() -> CString {
     CString::new(concat!(

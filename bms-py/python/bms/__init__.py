@@ -69,6 +69,7 @@ __all__ = [
     "InvalidInputError",
     "Model",
     "ModelError",
+    "Monitor",
     "REFERENCE_COLUMNS",
     "Simulation",
     "Summary",
@@ -1017,6 +1018,147 @@ class Model:
         out["alarm"] = p >= np.float32(c["threshold"])
         out["model_id"] = c["model_id"]
         return out
+
+    def __repr__(self) -> str:
+        return repr(self._m)
+
+
+# --------------------------------------------------------------------------------------
+# Streaming
+
+
+class Monitor:
+    """The streaming monitor of one vehicle, on the core code the C library's
+    ``bms_monitor`` runs: push the vehicle's frames in time order, read the days it closed
+    and score the window of the last ``context`` closed days.
+
+    A frame on a later calendar day than the open one closes the open day, and adds an
+    empty day (NaN, ``frames = 0``) for each day without frames in between; a closed day is
+    exactly the row :func:`daily` (and ``bms daily``) gives. The window and
+    :meth:`predict` score the open day: the window ``bms windows`` dates with that day.
+    A frame older than (or as old as) the latest one raises :class:`InvalidInputError` and
+    changes nothing. Memory is fixed when the monitor is made; it must not be used by two
+    threads at once.
+    """
+
+    __slots__ = ("_m", "_model")
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        utc_offset: Union[None, str, int, _dt.timedelta] = None,
+        ocv: OcvSpec = _D["ocv"],
+        alarm_spread_v: float = _D["alarm_spread_v"],
+    ) -> None:
+        """A monitor scored by ``model`` (its contract gives context, features and fill);
+        ``utc_offset``, ``ocv`` and ``alarm_spread_v`` as for :func:`daily`."""
+        if not isinstance(model, Model):
+            raise InvalidInputError(f"model: expected a bms.Model, got {type(model).__name__}")
+        self._model = model
+        self._m = _bms.Monitor(
+            model._m, _utc_offset_seconds(utc_offset), _ocv(ocv), alarm_spread_v
+        )
+
+    def push_frame(
+        self,
+        timestamp_ms: int,
+        pack_voltage: float,
+        pack_current: float,
+        soc: float,
+        cells: Any,
+        temps: Any,
+        alarm_flags: Optional[int] = None,
+    ) -> None:
+        """Adds one frame: ``timestamp_ms`` since the epoch (UTC), pack voltage (V) and
+        current (A, the source's sign), BMS SOC (%), the cell voltages (V) and probe
+        temperatures (°C) as 1-D sequences (NaN = invalid reading), and the GB/T 32960
+        general alarm flags or None (the spread rule then decides the alarm)."""
+        self._m.push_frame(
+            int(timestamp_ms),
+            float(pack_voltage),
+            float(pack_current),
+            float(soc),
+            np.ascontiguousarray(cells, dtype=np.float64),
+            np.ascontiguousarray(temps, dtype=np.float64),
+            None if alarm_flags is None else int(alarm_flags),
+        )
+
+    def advance_to(self, timestamp_ms: int) -> None:
+        """Moves the clock to ``timestamp_ms`` without a frame: a later calendar day closes
+        the open day (a vehicle parked past midnight still gets its window). Later frames
+        must not be older."""
+        self._m.advance_to(int(timestamp_ms))
+
+    def day(self, age: int = 0) -> "dict[str, Any]":
+        """A held closed day (``age`` 0 is the most recent) as a dict: ``Date``
+        (:class:`datetime.date`), the daily columns and ``Label``. :class:`IndexError`
+        beyond ``days_held - 1``."""
+        d = self._m.day(age)
+        out: "dict[str, Any]" = {"Date": _dt.date(1970, 1, 1) + _dt.timedelta(days=d.pop("day"))}
+        out.update(d)
+        return out
+
+    def days(self) -> pd.DataFrame:
+        """The held closed days, oldest first, as daily-table rows without ``VIN``."""
+        rows = [self.day(age) for age in reversed(range(self.days_held))]
+        df = pd.DataFrame(rows, columns=DAILY_FRAME_COLUMNS[1:])
+        df["Date"] = pd.to_datetime(df["Date"])
+        return df
+
+    @property
+    def current_date(self) -> Optional[_dt.date]:
+        """The open day, the date the current window scores; None before the first
+        frame."""
+        d = self._m.current_day
+        return None if d is None else _dt.date(1970, 1, 1) + _dt.timedelta(days=d)
+
+    @property
+    def days_held(self) -> int:
+        """Closed days held (at most :attr:`context`)."""
+        return self._m.days_held
+
+    @property
+    def days_closed(self) -> int:
+        """Days closed since the monitor was made, including those no longer held."""
+        return self._m.days_closed
+
+    @property
+    def context(self) -> int:
+        """Days per window (the model's context)."""
+        return self._m.context
+
+    @property
+    def width(self) -> int:
+        """Values per window."""
+        return self._m.width
+
+    @property
+    def is_ready(self) -> bool:
+        """Whether :attr:`context` days have closed, so that a window exists."""
+        return self._m.is_ready
+
+    @property
+    def model(self) -> Model:
+        """The model the monitor scores with."""
+        return self._model
+
+    def window(
+        self, out: "Optional[np.ndarray[Any, np.dtype[np.float32]]]" = None
+    ) -> "np.ndarray[Any, np.dtype[np.float32]]":
+        """The current window (``width`` float32 values, day-major, oldest day first, NaN
+        replaced by the contract's fill), written into ``out`` (a writable contiguous
+        float32 array of ``width`` values) when given. :class:`InvalidInputError` before
+        :attr:`context` days have closed."""
+        if out is None:
+            return self._m.window()
+        self._m.window_into(out)
+        return out
+
+    def predict(self) -> float:
+        """The model's probability for the current window (an alarm is
+        ``predict() >= model.threshold``)."""
+        return self._m.predict()
 
     def __repr__(self) -> str:
         return repr(self._m)

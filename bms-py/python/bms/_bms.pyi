@@ -20,6 +20,7 @@ __all__ = [
     "InvalidInputError",
     "Model",
     "ModelError",
+    "Monitor",
     "REFERENCE_COLUMNS",
     "Summary",
     "__version__",
@@ -131,6 +132,43 @@ class Model:
     def path(self) -> str: ...
     @property
     def output_names(self) -> list[str]: ...
+
+@final
+class Monitor:
+    def __new__(
+        cls,
+        model: Model,
+        utc_offset_seconds: int = 0,
+        ocv: Optional[Any] = None,
+        alarm_spread_v: float = 0.1,
+    ) -> "Monitor": ...
+    def push_frame(
+        self,
+        timestamp_ms: int,
+        pack_voltage: float,
+        pack_current: float,
+        soc: float,
+        cells: Any,
+        temps: Any,
+        alarm_flags: Optional[int] = None,
+    ) -> None: ...
+    def advance_to(self, timestamp_ms: int) -> None: ...
+    def day(self, age: int) -> dict[str, Any]: ...
+    @property
+    def current_day(self) -> Optional[int]: ...
+    @property
+    def days_held(self) -> int: ...
+    @property
+    def days_closed(self) -> int: ...
+    @property
+    def context(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def is_ready(self) -> bool: ...
+    def window_into(self, out: Any) -> None: ...
+    def window(self) -> npt.NDArray[np.float32]: ...
+    def predict(self) -> float: ...
 
 @final
 class Summary:
