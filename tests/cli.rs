@@ -233,6 +233,79 @@ fn errors_are_clear_and_nonzero() {
             "context must be at least 1 day",
         ),
     ];
+    // Durations the clock cannot hold are refused with the flag named, not a panic.
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/consistency-ref14x6.onnx")
+        .display()
+        .to_string();
+    let mut cases = cases;
+    for (flag, value) in [
+        ("--timeout-secs", "1e300"),
+        ("--drain-secs", "1e300"),
+        ("--timeout-secs", "inf"),
+        ("--drain-secs", "nan"),
+    ] {
+        cases.push((
+            vec![
+                "serve".into(),
+                "-m".into(),
+                model.clone(),
+                "--port".into(),
+                "0".into(),
+                flag.into(),
+                value.into(),
+            ],
+            flag,
+        ));
+    }
+    // Negative numbers are values, refused by the flag that takes them.
+    cases.push((
+        vec![
+            "windows".into(),
+            "-i".into(),
+            example().display().to_string(),
+            "-o".into(),
+            o.display().to_string(),
+            "--context".into(),
+            "-1".into(),
+        ],
+        "invalid value '-1' for '--context <CONTEXT>'",
+    ));
+    cases.push((
+        vec![
+            "serve".into(),
+            "-m".into(),
+            model.clone(),
+            "--port".into(),
+            "-1".into(),
+        ],
+        "invalid value '-1' for '--port <PORT>'",
+    ));
+    cases.push((
+        vec![
+            "predict".into(),
+            "-m".into(),
+            model.clone(),
+            "-i".into(),
+            example().display().to_string(),
+            "--threshold".into(),
+            "-1".into(),
+        ],
+        "--threshold -1 is not a probability",
+    ));
+    // Dates and offsets outside what SPEC allows.
+    cases.push((
+        vec![
+            "daily".into(),
+            "-i".into(),
+            example().display().to_string(),
+            "-o".into(),
+            o.display().to_string(),
+            "--utc-offset".into(),
+            "-+8".into(),
+        ],
+        "invalid UTC offset",
+    ));
     for (args, want) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = bms(&args);
@@ -376,13 +449,19 @@ fn predict_scores_batch_lines_like_xgboost() {
     );
     let meta = fixtures().join("xgb_metadata.onnx");
     let out = bms(&["predict", "-m", p(&meta), "-i", p(&input)]);
-    assert!(out.status.success());
     assert!(
         stderr(&out).contains("contract from metadata: 7 days × 11 features = 77 values"),
         "{}",
         stderr(&out)
     );
+    // Every line has the wrong width for this model: all rejected, and that is a failure.
     assert!(stderr(&out).contains("accepted 0"), "{}", stderr(&out));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("every one of its"),
+        "{}",
+        stderr(&out)
+    );
     let bad = bms(&[
         "predict",
         "-m",

@@ -633,3 +633,59 @@ fn labelled_windows_are_scored_and_evaluated() {
     ]);
     assert!(!text(&plain.join("summary.json")).contains("evaluation"));
 }
+
+#[test]
+fn a_byte_order_mark_changes_nothing_and_a_run_that_rejects_everything_fails() {
+    let f = Fleet::new();
+    for name in ["daily.csv", "batch.csv"] {
+        let plain = f.path(&format!("out-plain-{name}"));
+        ok(&[
+            "predict",
+            "-m",
+            p(&ref_model()),
+            "-i",
+            p(&f.path(name)),
+            "--out",
+            p(&plain),
+        ]);
+        let bom_input = f.path(&format!("bom-{name}"));
+        let mut bytes = b"\xEF\xBB\xBF".to_vec();
+        bytes.extend(std::fs::read(f.path(name)).unwrap());
+        std::fs::write(&bom_input, bytes).unwrap();
+        let bom = f.path(&format!("out-bom-{name}"));
+        ok(&[
+            "predict",
+            "-m",
+            p(&ref_model()),
+            "-i",
+            p(&bom_input),
+            "--out",
+            p(&bom),
+        ]);
+        assert_eq!(
+            text(&bom.join("events.jsonl")),
+            text(&plain.join("events.jsonl")),
+            "{name}: the same predictions, the same VINs and event ids"
+        );
+    }
+    // A daily table read as batch lines: every line rejected, and the run says so.
+    let out = f.path("out-wrong");
+    let o = bms(&[
+        "predict",
+        "-m",
+        p(&ref_model()),
+        "-i",
+        p(&f.path("daily.csv")),
+        "--format",
+        "batch",
+        "--out",
+        p(&out),
+    ]);
+    assert!(!o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("every one of its") && stderr(&o).contains("rejects.csv"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(text(&out.join("rejects.csv")).lines().count() > 1);
+}

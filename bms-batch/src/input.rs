@@ -120,7 +120,9 @@ pub fn detect_format(path: &Path) -> Result<InputFormat> {
                 {
                     bail!("{}: empty file", path.display());
                 }
-                first.push_str(String::from_utf8_lossy(&buf).trim());
+                // A byte-order mark is not part of the header (the readers skip it too).
+                let line = String::from_utf8_lossy(&buf);
+                first.push_str(line.trim_start_matches('\u{feff}').trim());
                 if !first.is_empty() {
                     break;
                 }
@@ -175,6 +177,8 @@ mod tests {
             ("\n\nVIN,Date,TotalVoltage\n", Some(InputFormat::Daily)),
             ("vin,timestamp,x\n", Some(InputFormat::Frames)),
             ("V1,2024-01-01,1,2\n", Some(InputFormat::Batch)),
+            ("\u{feff}VIN,Date,TotalVoltage\n", Some(InputFormat::Daily)),
+            ("\u{feff}vin,timestamp,x\n", Some(InputFormat::Frames)),
             ("\n  \n", None),
         ] {
             let p = dir.path().join("in.csv");

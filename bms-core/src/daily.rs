@@ -256,8 +256,14 @@ impl std::str::FromStr for UtcOffset {
         } else if rest.len() == 4 {
             rest.split_at(2)
         } else {
-            (rest, "0")
+            (rest, "00")
         };
+        // Digits only (`str::parse` would also take a sign: `-+8`, `++8`): one or two of
+        // hours, two of minutes.
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if !(1..=2).contains(&h.len()) || m.len() != 2 || !digits(h) || !digits(m) {
+            return Err(bad());
+        }
         let h: i32 = h.parse().map_err(|_| bad())?;
         let m: i32 = m.parse().map_err(|_| bad())?;
         if !(0..60).contains(&m) || !(0..24).contains(&h) {

@@ -189,7 +189,10 @@ fn utc_offsets_parse_and_print() {
         assert_eq!(s.parse::<UtcOffset>().unwrap().seconds(), secs, "{s}");
     }
     assert_eq!(UtcOffset::BEIJING.to_string(), "+08:00");
-    for bad in ["08:00", "+25:00", "+08:75", "east", ""] {
+    for bad in [
+        "08:00", "+25:00", "+08:75", "east", "", "-+8", "++8", "+-0530", "+08:+5", "+008:00",
+        "+8:5",
+    ] {
         let e = bad.parse::<UtcOffset>().unwrap_err().to_string();
         assert!(e.contains("UTC offset"), "{bad}: {e}");
     }

@@ -442,3 +442,31 @@ fn parquet_and_model_errors_keep_their_source() {
     let source = e.source().expect("the decoding error is kept");
     assert!(e.to_string().contains(&source.to_string()), "{e}");
 }
+
+#[test]
+fn a_byte_order_mark_opening_a_file_is_skipped() {
+    let daily_text = format!("{REFERENCE_HEADER}\nV1,2024-01-01,370,1,3.9,3.8,25,24,0.0\n");
+    let plain = daily(&daily_text, ReadMode::Strict).unwrap();
+    let with_bom = daily(&format!("\u{feff}{daily_text}"), ReadMode::Strict).unwrap();
+    assert_eq!(with_bom.data.rows, plain.data.rows);
+    assert_eq!(with_bom.read, 1);
+
+    let values = vec!["0.5"; 84].join(",");
+    let line = format!("\u{feff}V1,2024-03-01,{values}\nV2,2024-03-02,{values}\n");
+    let options = BatchOptions {
+        width: 84,
+        labels: false,
+        mode: ReadMode::Strict,
+    };
+    let r = read_batch_csv_from(line.as_bytes(), None, options).unwrap();
+    assert_eq!(
+        r.data.keys[0].vin, "V1",
+        "the mark is not part of the first VIN"
+    );
+    assert_eq!(r.data.keys[1].vin, "V2");
+    // Only the first line's: a mark elsewhere is data (and here an unusable VIN is kept
+    // as it is, not silently changed).
+    let later = format!("V1,2024-03-01,{values}\n\u{feff}V2,2024-03-02,{values}\n");
+    let r = read_batch_csv_from(later.as_bytes(), None, options).unwrap();
+    assert_eq!(r.data.keys[1].vin, "\u{feff}V2");
+}

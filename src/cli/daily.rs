@@ -12,6 +12,8 @@ use super::{
 };
 
 #[derive(Debug, Args)]
+// `--threshold -1` is a value to refuse with the flag named, not an unknown flag `-1`.
+#[command(allow_negative_numbers = true)]
 pub struct DailyArgs {
     /// Frames file: CSV (`vin,timestamp,pack_voltage,pack_current,soc,cell_v_1..N,temp_1..M[,alarm_flags]`)
     /// or Parquet with list columns `cell_voltages` and `temperatures`; `-` reads CSV from

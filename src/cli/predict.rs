@@ -24,6 +24,8 @@ fn format_parser() -> impl clap::builder::TypedValueParser<Value = InputFormat> 
 }
 
 #[derive(Debug, Args)]
+// `--threshold -1` is a value to refuse with the flag named, not an unknown flag `-1`.
+#[command(allow_negative_numbers = true)]
 pub struct PredictArgs {
     /// ONNX model. Its `bms.*` metadata gives the window layout and threshold; a plain export
     /// gets the reference defaults (14 days × 6 features = 84 values, threshold 0.5).
@@ -117,6 +119,26 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
     let summary = run_with_model(&model, &input, &job, args.out.as_deref())?;
     print_summary(&summary, args.out.as_deref());
+    // A run that scored nothing because everything was rejected has not done its job,
+    // whatever the stores say: the wrong file, the wrong format or the wrong model.
+    if summary.scored == 0
+        && summary.rows_rejected > 0
+        && summary.rows_rejected == summary.rows_read
+    {
+        anyhow::bail!(
+            "{}: every one of its {} {} was rejected (reasons above{}); is it the right file, --format and model?",
+            args.input.display(),
+            summary.rows_read,
+            summary.format.unwrap_or(InputFormat::Batch).records(),
+            match &args.out {
+                Some(dir) => format!(
+                    ", and in {}",
+                    dir.join(bms_batch::store::REJECTS_FILE).display()
+                ),
+                None => String::new(),
+            }
+        );
+    }
     Ok(())
 }
 

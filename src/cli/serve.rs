@@ -12,6 +12,8 @@ use clap::Args;
 use crate::serve::{self, ServeConfig};
 
 #[derive(Debug, Args)]
+// `--threshold -1` is a value to refuse with the flag named, not an unknown flag `-1`.
+#[command(allow_negative_numbers = true)]
 pub struct ServeArgs {
     /// ONNX model to serve. Without it, the single `.onnx` file under --model-dir.
     #[arg(long, short, env = "BMS_MODEL")]
@@ -122,6 +124,10 @@ fn batch_mode() -> bool {
     std::env::var("SAGEMAKER_BATCH").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
+/// The longest timeout or drain accepted: a week (far beyond any use; timers and clocks
+/// overflow on durations like 1e300 s, which must be refused, not panic).
+const MAX_SECS: f64 = 7.0 * 24.0 * 3600.0;
+
 pub fn run(args: ServeArgs) -> Result<()> {
     let path = match &args.model {
         Some(m) => m.clone(),
@@ -138,12 +144,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .timeout_secs
         .unwrap_or(if batch_mode() { 600.0 } else { 60.0 });
     anyhow::ensure!(
-        timeout > 0.0 && timeout.is_finite(),
-        "--timeout-secs {timeout} must be a positive number of seconds"
+        timeout > 0.0 && timeout <= MAX_SECS,
+        "--timeout-secs {timeout} must be a positive number of seconds, at most {MAX_SECS} (a week)"
     );
     anyhow::ensure!(
-        args.drain_secs >= 0.0 && args.drain_secs.is_finite(),
-        "--drain-secs {} must be zero or more seconds",
+        (0.0..=MAX_SECS).contains(&args.drain_secs),
+        "--drain-secs {} must be zero or more seconds, at most {MAX_SECS} (a week)",
         args.drain_secs
     );
     anyhow::ensure!(args.max_inflight >= 1, "--max-inflight must be at least 1");

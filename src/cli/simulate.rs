@@ -12,6 +12,8 @@ use clap::Args;
 use super::{FileKind, ensure_parent};
 
 #[derive(Debug, Args)]
+// `--threshold -1` is a value to refuse with the flag named, not an unknown flag `-1`.
+#[command(allow_negative_numbers = true)]
 pub struct SimulateArgs {
     /// Number of vehicles.
     #[arg(long, default_value_t = 200, env = "BMS_SIM_VEHICLES")]

@@ -12,6 +12,8 @@ use super::{
 };
 
 #[derive(Debug, Args)]
+// `--threshold -1` is a value to refuse with the flag named, not an unknown flag `-1`.
+#[command(allow_negative_numbers = true)]
 pub struct WindowsArgs {
     /// Daily table: CSV with the reference header (extended columns optional) or Parquet;
     /// `-` reads CSV from standard input.

@@ -295,8 +295,9 @@ pub fn parse_gateway(body: &[u8], width: usize) -> Result<GatewayRequest, BadBod
         }
     };
     let date = match field("date")? {
-        Value::String(s) => NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-            .map_err(|_| bad(format!("field \"date\": '{s}' is not a YYYY-MM-DD date")))?,
+        // The core's date parser: the same dates as every CSV reader accepts.
+        Value::String(s) => bms_core::io::parse_date(s.as_bytes())
+            .map_err(|reason| bad(format!("field \"date\": {reason}")))?,
         other => {
             return Err(bad(format!(
                 "field \"date\" must be a YYYY-MM-DD string, found {}",
@@ -456,6 +457,15 @@ mod tests {
         let e = parse_gateway(br#"{"vin": "V1", "date": "March", "features": "1,2,3"}"#, 3)
             .unwrap_err();
         assert!(e.0.contains("'March' is not a YYYY-MM-DD date"), "{e:?}");
+        // The CSV readers' dates, no more: not the year 19, not one-digit months.
+        for date in ["19-10-20", "2024-1-5", "2024-02-30"] {
+            let body = format!(r#"{{"vin": "V1", "date": "{date}", "features": "1,2,3"}}"#);
+            let e = parse_gateway(body.as_bytes(), 3).unwrap_err();
+            assert!(
+                e.0.contains(&format!("'{date}' is not a YYYY-MM-DD date")),
+                "{e:?}"
+            );
+        }
         let e = parse_gateway(
             br#"{"vin": "V1", "date": "2024-03-01", "features": "1,2"}"#,
             3,

@@ -45,10 +45,13 @@ pub fn parse_f32(field: &[u8]) -> std::result::Result<f32, String> {
     }
 }
 
-/// Parses a `YYYY-MM-DD` date field (spaces around allowed) exactly as chrono's
-/// `%Y-%m-%d` does; the error names the text. Ten plain bytes take a fast path.
+/// Parses a `YYYY-MM-DD` date field (spaces around allowed): exactly four digits of year,
+/// two of month and two of day, a date of the calendar (2024-02-30 is not). Anything else
+/// is refused, the error naming the text: chrono's `%Y-%m-%d` also takes `19-10-20` (the year 19) and
+/// `2024-1-5`, which SPEC §4 does not allow.
 pub fn parse_date(field: &[u8]) -> std::result::Result<NaiveDate, String> {
-    if let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = field
+    let trimmed = field.trim_ascii();
+    if let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = trimmed
         && [y0, y1, y2, y3, m0, m1, d0, d1]
             .iter()
             .all(u8::is_ascii_digit)
@@ -60,9 +63,10 @@ pub fn parse_date(field: &[u8]) -> std::result::Result<NaiveDate, String> {
             return Ok(d);
         }
     }
-    let s = String::from_utf8_lossy(field);
-    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-        .map_err(|_| format!("'{}' is not a YYYY-MM-DD date", s.trim()))
+    Err(format!(
+        "'{}' is not a YYYY-MM-DD date",
+        String::from_utf8_lossy(trimmed)
+    ))
 }
 
 /// Powers of ten 10⁰…10⁴⁴ and 10⁰…10⁻⁴⁴ in `f64`, each the correctly rounded value of its
@@ -238,20 +242,33 @@ mod tests {
     }
 
     #[test]
-    fn dates_agree_with_chrono() {
-        let chrono = |s: &str| {
-            NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-                .map_err(|_| format!("'{}' is not a YYYY-MM-DD date", s.trim()))
+    fn dates_are_four_two_two_digits_of_the_calendar() {
+        // chrono's `%Y-%m-%d` on the strict shape, a refusal for any other shape.
+        let strict = |s: &str| {
+            let t = s.trim();
+            let shape = t.len() == 10
+                && t.bytes().enumerate().all(|(i, b)| match i {
+                    4 | 7 => b == b'-',
+                    _ => b.is_ascii_digit(),
+                });
+            if !shape {
+                return Err(format!("'{t}' is not a YYYY-MM-DD date"));
+            }
+            NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                .map_err(|_| format!("'{t}' is not a YYYY-MM-DD date"))
         };
         for s in [
             "2024-02-29",
             "2023-02-29",
+            "2024-02-30",
             "2024-13-01",
             "2024-00-10",
             "2024-01-00",
             "0000-01-01",
             "9999-12-31",
             "2024-1-05",
+            "2024-1-5",
+            "19-10-20",
             " 2024-01-05 ",
             "2024/01/05",
             "20240105",
@@ -262,8 +279,13 @@ mod tests {
             "12024-01-05",
             "２024-01-05",
         ] {
-            assert_eq!(parse_date(s.as_bytes()), chrono(s), "{s:?}");
+            assert_eq!(parse_date(s.as_bytes()), strict(s), "{s:?}");
         }
+        for refused in ["2024-1-5", "19-10-20", "2024-02-30", "+2024-01-05"] {
+            assert!(parse_date(refused.as_bytes()).is_err(), "{refused}");
+        }
+        let e = parse_date(b"2024-02-30").unwrap_err();
+        assert_eq!(e, "'2024-02-30' is not a YYYY-MM-DD date");
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for _ in 0..20_000 {
             let s: String = (0..10)
@@ -273,7 +295,7 @@ mod tests {
                     _ => char::from(b'0' + rng.random_range(0..10u8)),
                 })
                 .collect();
-            assert_eq!(parse_date(s.as_bytes()), chrono(&s), "{s:?}");
+            assert_eq!(parse_date(s.as_bytes()), strict(&s), "{s:?}");
         }
     }
 

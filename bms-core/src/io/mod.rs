@@ -196,6 +196,9 @@ pub(crate) fn fmt_f32(out: &mut String, v: f32) {
     }
 }
 
+/// The UTF-8 encoding of U+FEFF, the byte-order mark.
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Reads CSV one physical line at a time, so that line numbers are exact (CRLF or LF,
 /// blank lines counted but skipped). A field may be quoted (`"a,b"`, `""` for a quote)
 /// but may not span lines: none of the project's formats needs that.
@@ -211,6 +214,9 @@ pub(crate) struct LineReader<R> {
     pending: usize,
     /// Length of the last record's line without its line break.
     end: usize,
+    /// Where the last record's fields start in its line: 3 after a UTF-8 byte-order mark
+    /// opening the input, else 0.
+    start: usize,
     line: u64,
     file: Option<PathBuf>,
 }
@@ -246,6 +252,7 @@ impl<R: std::io::BufRead> LineReader<R> {
             bounds: Vec::new(),
             pending: 0,
             end: 0,
+            start: 0,
             line: 0,
             file: file.map(Path::to_path_buf),
         }
@@ -300,14 +307,21 @@ impl<R: std::io::BufRead> LineReader<R> {
             while end > 0 && (line[end - 1] == b'\n' || line[end - 1] == b'\r') {
                 end -= 1;
             }
-            if line[..end].iter().all(u8::is_ascii_whitespace) {
+            // A UTF-8 byte-order mark before the first line (what some spreadsheet programs
+            // write) is not part of its first field.
+            let start = if self.line == 1 && line[..end].starts_with(UTF8_BOM) {
+                UTF8_BOM.len()
+            } else {
+                0
+            };
+            if line[start..end].iter().all(u8::is_ascii_whitespace) {
                 if whole.is_some() {
                     self.r.consume(len);
                 }
                 continue;
             }
             let split = split_line(
-                &line[..end],
+                &line[start..end],
                 &mut self.data,
                 &mut self.bounds,
                 self.file.as_deref(),
@@ -317,6 +331,7 @@ impl<R: std::io::BufRead> LineReader<R> {
                 self.pending = len;
             }
             self.end = end;
+            self.start = start;
             break split;
         };
         self.quoted = match split {
@@ -327,11 +342,11 @@ impl<R: std::io::BufRead> LineReader<R> {
             &self.data
         } else if self.pending > 0 {
             match self.r.fill_buf() {
-                Ok(avail) => &avail[..self.end],
+                Ok(avail) => &avail[self.start..self.end],
                 Err(e) => return Err(Self::read_error(&self.file, e, self.line)),
             }
         } else {
-            &self.buf[..self.end]
+            &self.buf[self.start..self.end]
         };
         Ok(Some(Ok(Record {
             data,
