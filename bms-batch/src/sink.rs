@@ -315,12 +315,84 @@ impl Drop for Threaded {
     }
 }
 
+/// The lock file of a store directory.
+pub const LOCK_FILE: &str = ".bms-lock";
+
+/// Temporaries older than this are a dead run's (a live one's are written as it goes).
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An exclusive lock on a store directory (`DIR/.bms-lock`): one run writes a directory
+/// at a time. Released when dropped, and by the system when the process dies.
+struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    fn take(dir: &Path) -> Result<DirLock> {
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "{}: another run is writing this directory (it holds {}); wait for it to end or choose another directory",
+                dir.display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+}
+
+/// Removes what runs killed before their end left in `dir` (`.bms-tmp-*` files and
+/// directories, `.bms-old-*` directories) when not written to for a minute; called with
+/// the directory's lock held, so no other run is writing them.
+fn remove_stale_temporaries(dir: &Path) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(".bms-tmp-") || name.starts_with(".bms-old-")) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .unwrap_or_default();
+        if age < STALE_AFTER {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if meta.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed
+            .with_context(|| format!("cannot remove {}, left by an earlier run", path.display()))?;
+    }
+    Ok(())
+}
+
 /// The stores of a `bms predict --out DIR` directory: `predictions.parquet` (or
 /// `predictions/`), `events.jsonl` and `results.sqlite`, each written on a thread of its
-/// own, and on commit `rejects.csv` (`line,reason,source`) and `summary.json`.
+/// own, and on commit `rejects.csv` (`line,reason,source`) and `summary.json`. The
+/// directory is locked while they are written (a second run into it is refused), and
+/// temporaries of killed runs are removed first.
 pub struct StoreDir {
     dir: PathBuf,
     stores: Vec<Threaded>,
+    /// Dropped last: the stores' threads have ended (and cleaned up) before it is released.
+    _lock: DirLock,
 }
 
 impl StoreDir {
@@ -335,6 +407,8 @@ impl StoreDir {
     pub fn open(dir: &Path, names: Vec<String>, partition_by_date: bool) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        let lock = DirLock::take(dir)?;
+        remove_stale_temporaries(dir)?;
         let events = EventsSink::create(&dir.join(EVENTS_FILE), &names)?;
         let sqlite = SqliteSink::open(&dir.join(SQLITE_FILE))?;
         let parquet = ParquetSink::create(dir, names, partition_by_date)?;
@@ -345,6 +419,7 @@ impl StoreDir {
                 Threaded::spawn("parquet", parquet)?,
                 Threaded::spawn("events", events)?,
             ],
+            _lock: lock,
         })
     }
 }

@@ -167,7 +167,9 @@ fn a_failed_run_leaves_the_previous_outputs_and_no_temporary_files() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(
-            names.iter().all(|n| !n.starts_with('.')),
+            names
+                .iter()
+                .all(|n| !n.starts_with('.') || n == bms_batch::sink::LOCK_FILE),
             "temporary files left behind: {names:?}"
         );
     }
@@ -400,4 +402,44 @@ fn a_bad_threshold_or_input_is_refused_before_anything_is_written() {
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn one_run_at_a_time_and_a_dead_runs_temporaries_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daily = daily_csv(tmp.path(), 2, 30);
+    let model = model();
+    let out = tmp.path().join("out");
+    let first = StoreDir::create(&out, &model, &Job::default()).unwrap();
+    let Err(e) = StoreDir::create(&out, &model, &Job::default()) else {
+        panic!("a second writer of the same directory was let in");
+    };
+    assert!(e.to_string().contains("another run is writing"), "{e:#}");
+    drop(first);
+    // What a killed run leaves: a temporary file and directory, written two minutes ago,
+    // and one being written now (by another program's atomic write, say).
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    let stale_file = out.join(".bms-tmp-dead1");
+    std::fs::write(&stale_file, b"half a file").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale_file)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let stale_dir = out.join(".bms-tmp-dead2");
+    std::fs::create_dir(&stale_dir).unwrap();
+    std::fs::File::open(&stale_dir)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let fresh = out.join(".bms-tmp-live");
+    std::fs::write(&fresh, b"being written").unwrap();
+    let s = score_to_dir(&daily, &model, &Job::default(), &out, &NoObserver).unwrap();
+    assert!(s.scored > 0);
+    assert!(
+        !stale_file.exists() && !stale_dir.exists(),
+        "a dead run's temporaries stay"
+    );
+    assert!(fresh.exists(), "a temporary being written was removed");
 }
