@@ -351,6 +351,30 @@ fn lenient_mode_reports_and_writes_rejects() {
     let r = text(&rej);
     assert!(r.starts_with("line,reason\n1118,"), "{r}");
     assert!(r.contains("1119,\"expected 17 fields, found 2\""), "{r}");
+    // --rejects alone implies --lenient: the same output and the same rejects.
+    let o2 = dir.path().join("d2.csv");
+    let rej2 = dir.path().join("rejects2.csv");
+    ok(&[
+        "daily",
+        "-i",
+        p(&frames),
+        "-o",
+        p(&o2),
+        "--rejects",
+        p(&rej2),
+    ]);
+    assert_eq!(text(&rej2), r);
+    assert_eq!(text(&o2), text(&o));
+    // bms predict's --out is a directory, never standard output.
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/consistency-ref14x6.onnx");
+    let bad = bms(&["predict", "-m", p(&model), "-i", p(&o), "--out", "-"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("--out takes a directory"),
+        "{}",
+        stderr(&bad)
+    );
+    assert!(!Path::new("-").exists(), "no directory named '-'");
 }
 
 #[test]

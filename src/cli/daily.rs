@@ -51,8 +51,8 @@ pub struct DailyArgs {
     #[arg(long, env = "BMS_LENIENT")]
     pub lenient: bool,
 
-    /// With `--lenient`, write rejected lines as `line,reason` CSV here.
-    #[arg(long, requires = "lenient")]
+    /// Write rejected lines as `line,reason` CSV here (implies `--lenient`).
+    #[arg(long)]
     pub rejects: Option<PathBuf>,
 
     /// Write only the six reference columns and Label (CSV output only).
@@ -67,7 +67,7 @@ pub fn run(args: DailyArgs) -> Result<()> {
         features: FeatureConfig::new(ocv_curve(&args.ocv)?, args.alarm_spread_v)?,
         utc_offset: args.utc_offset.parse::<UtcOffset>()?,
     };
-    let mode = if args.lenient {
+    let mode = if args.lenient || args.rejects.is_some() {
         ReadMode::Lenient
     } else {
         ReadMode::Strict

@@ -105,6 +105,12 @@ fn hook(name: &str) -> Option<u64> {
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
+    if let Some(out) = &args.out {
+        anyhow::ensure!(
+            !super::is_stdio(out),
+            "--out takes a directory for the stores; without --out, the predictions go to standard output as CSV"
+        );
+    }
     let model = Model::load(&args.model)?;
     let job = job(&args)?;
     describe_model(&args.model, &model, job.threshold);

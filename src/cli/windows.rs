@@ -55,8 +55,8 @@ pub struct WindowsArgs {
     #[arg(long)]
     pub lenient: bool,
 
-    /// With `--lenient`, write rejected lines as `line,reason` CSV here.
-    #[arg(long, requires = "lenient")]
+    /// Write rejected lines as `line,reason` CSV here (implies `--lenient`).
+    #[arg(long)]
     pub rejects: Option<PathBuf>,
 }
 
@@ -75,7 +75,7 @@ pub fn run(args: WindowsArgs) -> Result<()> {
     let input = shown(&args.input, "<stdin>");
     let table = match file_kind(&args.input)? {
         FileKind::Csv => {
-            let mode = if args.lenient {
+            let mode = if args.lenient || args.rejects.is_some() {
                 ReadMode::Lenient
             } else {
                 ReadMode::Strict
