@@ -436,3 +436,18 @@ fn direct_path_equals_the_engine_plan_on_the_bench_model() {
     });
     assert_direct_equals_plan("xgb_ref", &model, x.view());
 }
+
+#[test]
+fn an_unknown_contract_key_is_refused_naming_it() {
+    use bms_core::model::ModelContract;
+    let bytes = b"model bytes";
+    let ok =
+        ModelContract::from_metadata([("bms.context_days", "7"), ("other", "x")], bytes).unwrap();
+    assert_eq!(ok.spec.context, 7);
+    let e = ModelContract::from_metadata([("bms.context_dayz", "7")], bytes).unwrap_err();
+    let msg = reason(&e);
+    assert!(
+        msg.contains("bms.context_dayz") && msg.contains("bms.context_days"),
+        "{msg}"
+    );
+}

@@ -19,6 +19,16 @@ pub const KEY_THRESHOLD: &str = "bms.threshold";
 /// `metadata_props` key: the model's identifier.
 pub const KEY_MODEL_ID: &str = "bms.model_id";
 
+/// Every `bms.*` key a contract may hold; any other is refused.
+pub const KNOWN_KEYS: [&str; 6] = [
+    KEY_CONTEXT_DAYS,
+    KEY_HORIZON_DAYS,
+    KEY_FEATURES,
+    KEY_FILL_VALUE,
+    KEY_THRESHOLD,
+    KEY_MODEL_ID,
+];
+
 /// Default alarm threshold.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
@@ -107,7 +117,13 @@ impl ModelContract {
                     }
                     contract.model_id = v.to_owned();
                 }
-                _ => {}
+                _ => {
+                    // A misspelt key would otherwise leave its default in force unnoticed.
+                    return Err(BmsError::model(format!(
+                        "metadata {key} is not a contract key (known: {})",
+                        KNOWN_KEYS.join(", ")
+                    )));
+                }
             }
         }
         contract
