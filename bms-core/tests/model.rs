@@ -451,3 +451,25 @@ fn an_unknown_contract_key_is_refused_naming_it() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_graph_without_outputs_or_nodes_is_described_as_such() {
+    use prost::Message;
+    let bytes = std::fs::read(fixtures().join("xgb_classifier.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    graph.output.clear();
+    let no_outputs = proto.clone();
+    let r = reason(&Model::from_bytes(&no_outputs.encode_to_vec()).unwrap_err());
+    assert_eq!(r, "the graph has no output");
+    proto.graph.as_mut().unwrap().node.clear();
+    let r = reason(&Model::from_bytes(&proto.encode_to_vec()).unwrap_err());
+    assert_eq!(
+        r, "the graph has no output",
+        "no outputs (and no nodes): the outputs"
+    );
+    let mut nodes_only = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    nodes_only.graph.as_mut().unwrap().node.clear();
+    let r = reason(&Model::from_bytes(&nodes_only.encode_to_vec()).unwrap_err());
+    assert_eq!(r, "the graph has no nodes");
+}

@@ -50,6 +50,11 @@ pub fn normalize(proto: &mut ModelProto, framework: &Onnx) -> Result<InputInfo> 
         .graph
         .as_mut()
         .ok_or_else(|| BmsError::model("the file holds no graph (not an ONNX model?)"))?;
+    // Outputs first: a graph without outputs may well have no nodes either, and the
+    // missing outputs are what its producer must fix.
+    if graph.output.is_empty() {
+        return Err(BmsError::model("the graph has no output"));
+    }
     if graph.node.is_empty() {
         return Err(BmsError::model("the graph has no nodes"));
     }
@@ -153,8 +158,5 @@ pub fn normalize(proto: &mut ModelProto, framework: &Onnx) -> Result<InputInfo> 
     };
     let name = input.name.clone();
 
-    if graph.output.is_empty() {
-        return Err(BmsError::model("the graph has no output"));
-    }
     Ok(InputInfo { name, width })
 }
