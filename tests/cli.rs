@@ -351,6 +351,45 @@ fn lenient_mode_reports_and_writes_rejects() {
     let r = text(&rej);
     assert!(r.starts_with("line,reason\n1118,"), "{r}");
     assert!(r.contains("1119,\"expected 17 fields, found 2\""), "{r}");
+    // A repeated (vin, timestamp) is a reject of its line in lenient mode, an error
+    // naming both lines otherwise.
+    let mut dup = text(&example());
+    let second = dup.lines().nth(2).unwrap().to_owned();
+    dup.push_str(&second);
+    dup.push('\n');
+    let dup_path = dir.path().join("dup.csv");
+    std::fs::write(&dup_path, &dup).unwrap();
+    let o_dup = dir.path().join("d-dup.csv");
+    let strict = bms(&["daily", "-i", p(&dup_path), "-o", p(&o_dup)]);
+    assert!(!strict.status.success());
+    assert!(
+        stderr(&strict).contains("lines 3 and 1118"),
+        "{}",
+        stderr(&strict)
+    );
+    let rej_dup = dir.path().join("rej-dup.csv");
+    let lenient = ok(&[
+        "daily",
+        "-i",
+        p(&dup_path),
+        "-o",
+        p(&o_dup),
+        "--rejects",
+        p(&rej_dup),
+    ]);
+    assert!(
+        stderr(&lenient).contains("read 1117 frames, accepted 1116, rejected 1"),
+        "{}",
+        stderr(&lenient)
+    );
+    assert!(text(&rej_dup).contains("\n1118,"), "{}", text(&rej_dup));
+    let clean = dir.path().join("d-clean.csv");
+    ok(&["daily", "-i", p(&example()), "-o", p(&clean)]);
+    assert_eq!(
+        text(&o_dup),
+        text(&clean),
+        "the first frame is kept, the repeat left out"
+    );
     // --rejects alone implies --lenient: the same output and the same rejects.
     let o2 = dir.path().join("d2.csv");
     let rej2 = dir.path().join("rejects2.csv");

@@ -319,6 +319,15 @@ fn frames_csv_streaming(
                     );
                     return Ok(None);
                 }
+                // Lenient: a repeated (vin, timestamp) is a reject of its line (the first
+                // frame is kept), as `bms daily --lenient` does.
+                Err(e @ bms_core::BmsError::DuplicateFrame { .. }) if !job.strict => {
+                    accepted -= 1;
+                    rejects.push(Reject {
+                        line,
+                        reason: e.to_string(),
+                    });
+                }
                 Err(e) => return Err(anyhow::Error::new(e).context(format!("{}", path.display()))),
             }
         }
@@ -434,12 +443,21 @@ fn for_each_chunk(
                     (r.read, r.rejects)
                 }
                 None => {
-                    let r = match FileKind::of(path)? {
+                    let mut r = match FileKind::of(path)? {
                         FileKind::Csv => io::read_frame_csv(path, mode)?,
                         FileKind::Parquet => io::read_frames_parquet(path, mode)?,
                     };
+                    let (t, duplicates) = bms_core::daily::aggregate_with_mode(
+                        &r.data,
+                        &job.daily_config,
+                        Some(path),
+                        mode,
+                    )?;
+                    r.accepted -= duplicates.len() as u64;
+                    r.rejects.extend(duplicates);
+                    r.rejects.sort_by_key(|r| r.line);
                     observer.counts(path, &counts("frames", &r));
-                    table = bms_core::daily::aggregate(&r.data, &job.daily_config, Some(path))?;
+                    table = t;
                     (r.read, r.rejects)
                 }
             }

@@ -443,3 +443,68 @@ fn one_run_at_a_time_and_a_dead_runs_temporaries_are_removed() {
     );
     assert!(fresh.exists(), "a temporary being written was removed");
 }
+
+#[test]
+fn a_repeated_frame_is_a_reject_when_lenient_and_an_error_when_strict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/frames-small.csv");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let model = model();
+    let want = score(
+        &example,
+        &model,
+        &Job::default(),
+        Box::new(RecordingSink {
+            rec: Recorder::default(),
+            events: false,
+        }),
+        &NoObserver,
+    )
+    .unwrap();
+    // Right after the frame it repeats (read as the file streams by), and at the end
+    // (out of time order: the whole file is read and sorted).
+    let mut next_to = lines.clone();
+    next_to.insert(3, lines[2]);
+    let mut at_end = lines.clone();
+    at_end.push(lines[2]);
+    for (name, content, dup_line) in [
+        ("next.csv", next_to, 4),
+        ("end.csv", at_end, lines.len() + 1),
+    ] {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, content.join("\n") + "\n").unwrap();
+        let rec = Recorder::default();
+        let sink = RecordingSink {
+            rec: rec.clone(),
+            events: false,
+        };
+        let s = score(&path, &model, &Job::default(), Box::new(sink), &NoObserver).unwrap();
+        assert_eq!(s.rows_read, want.rows_read + 1, "{name}");
+        assert_eq!(s.rows_rejected, 1, "{name}");
+        assert_eq!(
+            s.scored, want.scored,
+            "{name}: the same windows as without the repeat"
+        );
+        let (rejects, _, _) = rec.0.lock().unwrap().committed.clone().unwrap();
+        assert_eq!(rejects[0].0, dup_line as u64, "{name}");
+        assert!(
+            rejects[0].1.contains("duplicate frame"),
+            "{name}: {:?}",
+            rejects[0]
+        );
+        let strict = Job {
+            strict: true,
+            ..Job::default()
+        };
+        let sink = RecordingSink {
+            rec: Recorder::default(),
+            events: false,
+        };
+        let e = score(&path, &model, &strict, Box::new(sink), &NoObserver).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("duplicate frame"),
+            "{name}: {e:#}"
+        );
+    }
+}

@@ -528,6 +528,19 @@ impl VehicleAggregator {
 /// table sorted by VIN then date. Two frames of one vehicle with the same timestamp are an
 /// error naming both source lines; `file` is used in error messages.
 pub fn aggregate(frames: &Frames, config: &DailyConfig, file: Option<&Path>) -> Result<DailyTable> {
+    aggregate_with_mode(frames, config, file, crate::io::ReadMode::Strict).map(|(t, _)| t)
+}
+
+/// [`aggregate`], and in [`ReadMode::Lenient`](crate::io::ReadMode) a frame with the same
+/// (vin, timestamp) as an earlier one is set aside as a reject of its line (the first
+/// one is kept) instead of failing the whole run; returns the rejects.
+pub fn aggregate_with_mode(
+    frames: &Frames,
+    config: &DailyConfig,
+    file: Option<&Path>,
+    mode: crate::io::ReadMode,
+) -> Result<(DailyTable, Vec<crate::io::Reject>)> {
+    let mut sink = crate::io::RejectSink::new(mode);
     let order = frames.sorted_order();
     let mut rows = Vec::new();
     let mut current: Option<VehicleAggregator> = None;
@@ -563,12 +576,17 @@ pub fn aggregate(frames: &Frames, config: &DailyConfig, file: Option<&Path>) -> 
             current = Some(VehicleAggregator::new(frame.vin, config.clone()));
         }
         let agg = current.as_mut().expect("set above");
-        agg.push(&frame, frames.line(i)).map_err(with_file)?;
+        match agg.push(&frame, frames.line(i)).map_err(with_file) {
+            Ok(()) => {}
+            // The aggregator is unchanged: the frame is left out.
+            Err(e @ BmsError::DuplicateFrame { .. }) => sink.reject(e)?,
+            Err(e) => return Err(e),
+        }
     }
     if let Some(done) = current {
         rows.extend(done.finish());
     }
-    Ok(DailyTable { rows })
+    Ok((DailyTable { rows }, sink.rejects))
 }
 
 /// Aggregates frames of many vehicles arriving interleaved, each vehicle in time order.

@@ -73,19 +73,24 @@ pub fn run(args: DailyArgs) -> Result<()> {
         ReadMode::Strict
     };
     let input = shown(&args.input, "<stdin>");
-    let report = match file_kind(&args.input)? {
+    let mut report = match file_kind(&args.input)? {
         FileKind::Csv if is_stdio(&args.input) => {
             io::frame_csv::read_frame_csv_from(std::io::stdin().lock(), Some(&input), mode)?
         }
         FileKind::Csv => io::read_frame_csv(&args.input, mode)?,
         FileKind::Parquet => io::read_frames_parquet(&args.input, mode)?,
     };
+    // Lenient: a repeated (vin, timestamp) is a reject of its line like any bad line.
+    let (table, duplicates) =
+        bms_core::daily::aggregate_with_mode(&report.data, &config, Some(&input), mode)?;
+    report.accepted -= duplicates.len() as u64;
+    report.rejects.extend(duplicates);
+    report.rejects.sort_by_key(|r| r.line);
     report_read("frames", &input, &report);
     if let Some(path) = &args.rejects {
         ensure_parent(path)?;
         write_rejects(path, &report.rejects)?;
     }
-    let table = bms_core::daily::aggregate(&report.data, &config, Some(&input))?;
     match file_kind(&args.out)? {
         FileKind::Csv => write_out(
             &args.out,
