@@ -108,6 +108,18 @@ pub struct ReadCounts<'a> {
     pub rejects: &'a [Reject],
 }
 
+impl<'a> ReadCounts<'a> {
+    /// The counts of a reader's report; `what` names its records.
+    pub fn of<T>(what: &'static str, r: &'a io::ReadReport<T>) -> Self {
+        ReadCounts {
+            what,
+            read: r.read,
+            accepted: r.accepted,
+            rejects: &r.rejects,
+        }
+    }
+}
+
 /// What a run tells its caller while it works; every method does nothing by default.
 /// The library prints nothing: the command line draws a progress bar and prints counts.
 pub trait Observer: Sync {
@@ -422,7 +434,7 @@ fn for_each_chunk(
         InputFormat::Daily => match FileKind::of(path)? {
             FileKind::Csv => {
                 let r = io::read_daily_csv(path, mode)?;
-                observer.counts(path, &counts("daily rows", &r));
+                observer.counts(path, &ReadCounts::of("daily rows", &r));
                 table = r.data;
                 (r.read, r.rejects)
             }
@@ -438,7 +450,7 @@ fn for_each_chunk(
             };
             match streamed {
                 Some(r) => {
-                    observer.counts(path, &counts("frames", &r));
+                    observer.counts(path, &ReadCounts::of("frames", &r));
                     table = r.data;
                     (r.read, r.rejects)
                 }
@@ -447,17 +459,13 @@ fn for_each_chunk(
                         FileKind::Csv => io::read_frame_csv(path, mode)?,
                         FileKind::Parquet => io::read_frames_parquet(path, mode)?,
                     };
-                    let (t, duplicates) = bms_core::daily::aggregate_with_mode(
-                        &r.data,
+                    table = bms_core::daily::aggregate_report(
+                        &mut r,
                         &job.daily_config,
                         Some(path),
                         mode,
                     )?;
-                    r.accepted -= duplicates.len() as u64;
-                    r.rejects.extend(duplicates);
-                    r.rejects.sort_by_key(|r| r.line);
-                    observer.counts(path, &counts("frames", &r));
-                    table = t;
+                    observer.counts(path, &ReadCounts::of("frames", &r));
                     (r.read, r.rejects)
                 }
             }
@@ -721,15 +729,6 @@ fn block_bytes(chunk_bytes: usize, part_bytes: usize, total_bytes: u64, consumed
         want = want.min(left.max(two_parts));
     }
     want.max(1)
-}
-
-fn counts<'a, T>(what: &'static str, r: &'a io::ReadReport<T>) -> ReadCounts<'a> {
-    ReadCounts {
-        what,
-        read: r.read,
-        accepted: r.accepted,
-        rejects: &r.rejects,
-    }
 }
 
 fn count(s: &mut Summary, vins: &mut HashSet<String>, preds: &[Prediction]) {

@@ -531,10 +531,24 @@ pub fn aggregate(frames: &Frames, config: &DailyConfig, file: Option<&Path>) -> 
     aggregate_with_mode(frames, config, file, crate::io::ReadMode::Strict).map(|(t, _)| t)
 }
 
-/// [`aggregate`], and in [`ReadMode::Lenient`](crate::io::ReadMode) a frame with the same
-/// (vin, timestamp) as an earlier one is set aside as a reject of its line (the first
-/// one is kept) instead of failing the whole run; returns the rejects.
-pub fn aggregate_with_mode(
+/// [`aggregate`] of the frames a reader read, in the reader's `mode`: in
+/// [`ReadMode::Lenient`](crate::io::ReadMode) a frame with the same (vin, timestamp) as an
+/// earlier one is set aside as a reject of its line (the first one is kept), counted in
+/// `report` like the reader's own rejects (in line order), instead of failing the run.
+pub fn aggregate_report(
+    report: &mut crate::io::ReadReport<Frames>,
+    config: &DailyConfig,
+    file: Option<&Path>,
+    mode: crate::io::ReadMode,
+) -> Result<DailyTable> {
+    let (table, duplicates) = aggregate_with_mode(&report.data, config, file, mode)?;
+    report.accepted -= duplicates.len() as u64;
+    report.rejects.extend(duplicates);
+    report.rejects.sort_by_key(|r| r.line);
+    Ok(table)
+}
+
+fn aggregate_with_mode(
     frames: &Frames,
     config: &DailyConfig,
     file: Option<&Path>,

@@ -81,11 +81,7 @@ pub fn run(args: DailyArgs) -> Result<()> {
         FileKind::Parquet => io::read_frames_parquet(&args.input, mode)?,
     };
     // Lenient: a repeated (vin, timestamp) is a reject of its line like any bad line.
-    let (table, duplicates) =
-        bms_core::daily::aggregate_with_mode(&report.data, &config, Some(&input), mode)?;
-    report.accepted -= duplicates.len() as u64;
-    report.rejects.extend(duplicates);
-    report.rejects.sort_by_key(|r| r.line);
+    let table = bms_core::daily::aggregate_report(&mut report, &config, Some(&input), mode)?;
     report_read("frames", &input, &report);
     if let Some(path) = &args.rejects {
         ensure_parent(path)?;

@@ -111,24 +111,16 @@ pub fn ensure_parent(path: &Path) -> Result<()> {
 
 /// Prints a reader's counts and rejects to stderr.
 pub fn report_read<T>(what: &'static str, path: &Path, report: &bms_core::io::ReadReport<T>) {
-    report_counts(
-        what,
-        path,
-        &bms_batch::ReadCounts {
-            what,
-            read: report.read,
-            accepted: report.accepted,
-            rejects: &report.rejects,
-        },
-    );
+    report_counts(path, &bms_batch::ReadCounts::of(what, report));
 }
 
 /// Prints counts and the first rejects to stderr.
-pub fn report_counts(what: &str, path: &Path, report: &bms_batch::ReadCounts<'_>) {
+pub fn report_counts(path: &Path, report: &bms_batch::ReadCounts<'_>) {
     eprintln!(
-        "{}: read {} {what}, accepted {}, rejected {}",
+        "{}: read {} {}, accepted {}, rejected {}",
         path.display(),
         report.read,
+        report.what,
         report.accepted,
         report.rejects.len()
     );

@@ -274,7 +274,7 @@ impl Observer for Progress {
         self.inc(n);
     }
     fn counts(&self, input: &Path, counts: &ReadCounts<'_>) {
-        report_counts(counts.what, input, counts);
+        report_counts(input, counts);
     }
     fn notice(&self, input: &Path, message: &str) {
         eprintln!("{}, {message}", input.display());
