@@ -18,6 +18,7 @@ pub mod daily;
 pub mod error;
 pub mod features;
 pub mod frame;
+pub mod gbt32960;
 pub mod io;
 pub mod model;
 pub mod monitor;

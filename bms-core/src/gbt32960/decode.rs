@@ -1,0 +1,1 @@
+//! The streaming decoder (see the module docs).

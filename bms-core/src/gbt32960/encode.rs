@@ -1,0 +1,1 @@
+//! Writes GB/T 32960.3 packets (see the module docs).
