@@ -11,10 +11,14 @@ use bms_core::{Chemistry, OcvCurve};
 pub enum FileKind {
     Csv,
     Parquet,
+    /// A GB/T 32960 capture: concatenated packets as a TCP stream carries them (input only).
+    Capture,
 }
 
 impl FileKind {
-    /// `.csv`, or `.parquet` / `.pq` (any case); an error naming the file otherwise.
+    /// `.csv`, `.parquet` / `.pq`, or `.bin` / `.gbt32960` for a capture (any case); a file
+    /// with another extension that begins with a GB/T 32960 start symbol is a capture too;
+    /// an error naming the file otherwise.
     pub fn of(path: &Path) -> Result<Self> {
         match path
             .extension()
@@ -24,12 +28,40 @@ impl FileKind {
         {
             Some("csv") => Ok(FileKind::Csv),
             Some("parquet") | Some("pq") => Ok(FileKind::Parquet),
+            Some("bin") | Some("gbt32960") => Ok(FileKind::Capture),
+            _ if starts_like_capture(path) => Ok(FileKind::Capture),
             _ => bail!(
-                "{}: cannot tell the format from the extension (use .csv or .parquet)",
+                "{}: cannot tell the format from the extension (use .csv, .parquet, or .bin \
+                 for a GB/T 32960 capture)",
                 path.display()
             ),
         }
     }
+
+    /// The kind of an output file: CSV or Parquet (a capture is an input only).
+    pub fn of_output(path: &Path) -> Result<Self> {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("csv") => Ok(FileKind::Csv),
+            Some("parquet") | Some("pq") => Ok(FileKind::Parquet),
+            _ => bail!(
+                "{}: cannot tell the output format from the extension (use .csv or .parquet)",
+                path.display()
+            ),
+        }
+    }
+}
+
+fn starts_like_capture(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| bms_core::gbt32960::looks_like_capture(&head))
 }
 
 /// What an input file holds.
@@ -40,7 +72,7 @@ pub enum InputFormat {
     Batch,
     /// Daily table, CSV (reference header) or Parquet.
     Daily,
-    /// Raw frames, CSV or Parquet.
+    /// Raw frames: CSV, Parquet or a GB/T 32960 capture.
     Frames,
 }
 
@@ -87,6 +119,7 @@ impl std::str::FromStr for InputFormat {
 /// Tells a file's format from its extension and first line (CSV) or schema (Parquet).
 pub fn detect_format(path: &Path) -> Result<InputFormat> {
     match FileKind::of(path)? {
+        FileKind::Capture => Ok(InputFormat::Frames),
         FileKind::Parquet => {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;

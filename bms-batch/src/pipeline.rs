@@ -432,6 +432,10 @@ fn for_each_chunk(
     let (read, rejects) = match format {
         InputFormat::Batch => return batch_chunks(model, path, job, observer, each),
         InputFormat::Daily => match FileKind::of(path)? {
+            FileKind::Capture => anyhow::bail!(
+                "{}: a GB/T 32960 capture holds frames, not a daily table (use --format frames)",
+                path.display()
+            ),
             FileKind::Csv => {
                 let r = io::read_daily_csv(path, mode)?;
                 observer.counts(path, &ReadCounts::of("daily rows", &r));
@@ -446,7 +450,7 @@ fn for_each_chunk(
         InputFormat::Frames => {
             let streamed = match FileKind::of(path)? {
                 FileKind::Csv => frames_csv_streaming(path, job, observer)?,
-                FileKind::Parquet => None,
+                FileKind::Parquet | FileKind::Capture => None,
             };
             match streamed {
                 Some(r) => {
@@ -458,6 +462,11 @@ fn for_each_chunk(
                     let mut r = match FileKind::of(path)? {
                         FileKind::Csv => io::read_frame_csv(path, mode)?,
                         FileKind::Parquet => io::read_frames_parquet(path, mode)?,
+                        FileKind::Capture => {
+                            let r = bms_core::gbt32960::read_capture(path, mode)?;
+                            observer.notice(path, &r.counts.to_string());
+                            r.frames
+                        }
                     };
                     table = bms_core::daily::aggregate_report(
                         &mut r,

@@ -8,15 +8,17 @@ use bms_core::{DailyConfig, FeatureConfig, UtcOffset};
 use clap::Args;
 
 use super::{
-    FileKind, ensure_parent, file_kind, is_stdio, report_read, shown, write_out, write_rejects,
+    FileKind, ensure_parent, file_kind, is_stdio, output_kind, report_read, shown, write_out,
+    write_rejects,
 };
 
 #[derive(Debug, Args)]
 // `--threshold -1` is a value to refuse with the flag named, not an unknown flag `-1`.
 #[command(allow_negative_numbers = true)]
 pub struct DailyArgs {
-    /// Frames file: CSV (`vin,timestamp,pack_voltage,pack_current,soc,cell_v_1..N,temp_1..M[,alarm_flags]`)
-    /// or Parquet with list columns `cell_voltages` and `temperatures`; `-` reads CSV from
+    /// Frames file: CSV (`vin,timestamp,pack_voltage,pack_current,soc,cell_v_1..N,temp_1..M[,alarm_flags]`),
+    /// Parquet with list columns `cell_voltages` and `temperatures`, or a GB/T 32960
+    /// capture (`.bin`, or any file that starts with `##`/`$$`); `-` reads CSV from
     /// standard input.
     #[arg(long, short, env = "BMS_INPUT")]
     pub input: PathBuf,
@@ -79,6 +81,11 @@ pub fn run(args: DailyArgs) -> Result<()> {
         }
         FileKind::Csv => io::read_frame_csv(&args.input, mode)?,
         FileKind::Parquet => io::read_frames_parquet(&args.input, mode)?,
+        FileKind::Capture => {
+            let r = bms_core::gbt32960::read_capture(&args.input, mode)?;
+            eprintln!("{}: {}", input.display(), r.counts);
+            r.frames
+        }
     };
     // Lenient: a repeated (vin, timestamp) is a reject of its line like any bad line.
     let table = bms_core::daily::aggregate_report(&mut report, &config, Some(&input), mode)?;
@@ -87,7 +94,7 @@ pub fn run(args: DailyArgs) -> Result<()> {
         ensure_parent(path)?;
         write_rejects(path, &report.rejects)?;
     }
-    match file_kind(&args.out)? {
+    match output_kind(&args.out)? {
         FileKind::Csv => write_out(
             &args.out,
             |p| io::write_daily_csv(p, &table, !args.reference_only),
@@ -101,6 +108,7 @@ pub fn run(args: DailyArgs) -> Result<()> {
             ensure_parent(&args.out)?;
             io::write_daily_parquet(&args.out, &table)?
         }
+        FileKind::Capture => unreachable!("output_kind gives CSV or Parquet"),
     }
     let vehicles = {
         let mut v: Vec<&str> = table.rows.iter().map(|r| r.vin.as_str()).collect();

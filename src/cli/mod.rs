@@ -2,6 +2,7 @@
 
 pub mod daily;
 pub mod demo;
+pub mod ingest;
 pub mod predict;
 pub mod report;
 pub mod serve;
@@ -31,6 +32,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Aggregate a frames file (CSV or Parquet) into the daily table.
     Daily(daily::DailyArgs),
+    /// Decode a GB/T 32960 capture (concatenated 2016/2025 packets) into frames, with
+    /// counts of packets by command and every refused packet with its byte offset.
+    Ingest(ingest::IngestArgs),
     /// Cut a daily table into model windows in the reference batch format.
     Windows(windows::WindowsArgs),
     /// Score batch lines, a daily table or frames with an ONNX model: CSV on stdout, or
@@ -49,6 +53,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Daily(args) => daily::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Ingest(args) => ingest::run(args),
         Command::Windows(args) => windows::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Simulate(args) => simulate::run(args),
@@ -70,6 +75,15 @@ pub fn file_kind(path: &Path) -> Result<FileKind> {
         Ok(FileKind::Csv)
     } else {
         FileKind::of(path)
+    }
+}
+
+/// The format of an output file argument: `-` is CSV, otherwise CSV or Parquet by extension.
+pub fn output_kind(path: &Path) -> Result<FileKind> {
+    if is_stdio(path) {
+        Ok(FileKind::Csv)
+    } else {
+        FileKind::of_output(path)
     }
 }
 

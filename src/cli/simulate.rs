@@ -109,8 +109,12 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             config.interval_ms
         );
     }
-    let frames_kind = args.frames.as_deref().map(FileKind::of).transpose()?;
-    let daily_kind = args.daily.as_deref().map(FileKind::of).transpose()?;
+    let frames_kind = args
+        .frames
+        .as_deref()
+        .map(FileKind::of_output)
+        .transpose()?;
+    let daily_kind = args.daily.as_deref().map(FileKind::of_output).transpose()?;
     for path in [&args.frames, &args.daily, &args.truth]
         .into_iter()
         .flatten()
@@ -129,6 +133,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             let format = match kind {
                 FileKind::Csv => FrameFormat::Csv,
                 FileKind::Parquet => FrameFormat::Parquet,
+                FileKind::Capture => unreachable!("of_output gives CSV or Parquet"),
             };
             simulate::simulate_to_frames(&config, path, format, &progress)?
         }
@@ -147,6 +152,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         match kind {
             FileKind::Csv => io::write_daily_csv(path, &out.table, true)?,
             FileKind::Parquet => io::write_daily_parquet(path, &out.table)?,
+            FileKind::Capture => unreachable!("of_output gives CSV or Parquet"),
         }
         eprintln!("{}: {} daily rows", path.display(), out.table.len());
     }

@@ -93,6 +93,10 @@ pub fn run(args: WindowsArgs) -> Result<()> {
             report.data
         }
         FileKind::Parquet => io::read_daily_parquet(&args.input)?,
+        FileKind::Capture => anyhow::bail!(
+            "{}: a GB/T 32960 capture holds frames, not a daily table (run `bms daily` on it first)",
+            input.display()
+        ),
     };
     let batch = bms_core::windows(&table, &spec)?;
     write_out(

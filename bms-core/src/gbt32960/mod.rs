@@ -10,8 +10,10 @@
 
 mod decode;
 pub mod encode;
+mod read;
 
 pub use decode::*;
+pub use read::{CaptureReport, looks_like_capture, read_capture, read_capture_from};
 
 /// The edition of the standard a packet follows, told by its start symbol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
