@@ -49,7 +49,7 @@ impl FileKind {
             Some("csv") => Ok(FileKind::Csv),
             Some("parquet") | Some("pq") => Ok(FileKind::Parquet),
             _ => bail!(
-                "{}: cannot tell the output format from the extension (use .csv or .parquet)",
+                "{}: cannot tell the format of this output from its extension (use .csv or .parquet)",
                 path.display()
             ),
         }

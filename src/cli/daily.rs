@@ -75,6 +75,8 @@ pub fn run(args: DailyArgs) -> Result<()> {
         ReadMode::Strict
     };
     let input = shown(&args.input, "<stdin>");
+    // Refuse an output it cannot write before reading anything.
+    let out_kind = output_kind(&args.out)?;
     let mut report = match file_kind(&args.input)? {
         FileKind::Csv if is_stdio(&args.input) => {
             io::frame_csv::read_frame_csv_from(std::io::stdin().lock(), Some(&input), mode)?
@@ -94,7 +96,7 @@ pub fn run(args: DailyArgs) -> Result<()> {
         ensure_parent(path)?;
         write_rejects(path, &report.rejects)?;
     }
-    match output_kind(&args.out)? {
+    match out_kind {
         FileKind::Csv => write_out(
             &args.out,
             |p| io::write_daily_csv(p, &table, !args.reference_only),
