@@ -391,7 +391,8 @@ fn refused(edition: Edition, edit: impl FnOnce(&mut Frame)) -> EncodeError {
 #[test]
 fn out_of_range_readings_are_refused_naming_field_and_value() {
     use Edition::{V2016, V2025};
-    let cases: Vec<(Edition, Box<dyn FnOnce(&mut Frame)>, &str)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Frame)>;
+    let cases: Vec<(Edition, Edit, &str)> = vec![
         (
             V2016,
             Box::new(|f| f.pack_voltage = 1000.1),
