@@ -628,3 +628,67 @@ proptest! {
         prop_assert_eq!(&out[3..], &alone[..]);
     }
 }
+
+/// Groups with distinct numbers in any order, each with its own values.
+fn groups(max_number: u8, max_len: usize) -> impl Strategy<Value = Vec<(u8, Vec<f64>)>> {
+    prop::sample::subsequence((1..=max_number).collect::<Vec<_>>(), 1..5)
+        .prop_flat_map(move |numbers| {
+            let n = numbers.len();
+            (
+                Just(numbers).prop_shuffle(),
+                prop::collection::vec(prop::collection::vec(reading(0.0, 60.0), 1..=max_len), n),
+            )
+        })
+        .prop_map(|(numbers, values)| numbers.into_iter().zip(values).collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The decoder's ordering choice (facts §7.4): cells and probes of several subsystems
+    /// (packs) come out ordered by number, whatever order the item holds them in.
+    #[test]
+    fn several_groups_read_back_in_number_order(
+        v2025 in any::<bool>(),
+        cells in groups(50, 300),
+        probes in groups(50, 20),
+    ) {
+        let edition = if v2025 { Edition::V2025 } else { Edition::V2016 };
+        let probes: Vec<(u8, Vec<f64>)> = probes
+            .into_iter()
+            .map(|(n, v)| (n, v.iter().map(|x| (x * 4.0 - 40.0).clamp(-40.0, 210.0)).collect()))
+            .collect();
+        let mut data = encode::time_bytes(EXAMPLE_MS).unwrap().to_vec();
+        let vehicle = VehicleItem::of_pack(edition, 400.0, 12.5, 55.0);
+        encode::vehicle_item(&mut data, edition, &vehicle).unwrap();
+        let cell_groups: Vec<CellGroup> = cells
+            .iter()
+            .map(|(n, c)| CellGroup { number: *n, voltage: 100.0, current: 0.0, cells: c })
+            .collect();
+        encode::cell_voltages_item(&mut data, edition, &cell_groups).unwrap();
+        let probe_groups: Vec<ProbeGroup> = probes
+            .iter()
+            .map(|(n, t)| ProbeGroup { number: *n, temperatures: t })
+            .collect();
+        encode::temperatures_item(&mut data, edition, &probe_groups).unwrap();
+        let p = encode::packet(edition, command::REALTIME, response::COMMAND, VIN, 1, &data)
+            .unwrap();
+        let d = decode_all(&[&p]);
+        prop_assert!(d.errors.is_empty(), "{:?}", d.errors);
+        let in_order = |mut g: Vec<(u8, Vec<f64>)>| {
+            g.sort_by_key(|x| x.0);
+            g.into_iter().flat_map(|x| x.1).collect::<Vec<f64>>()
+        };
+        let want = Frame {
+            vin: VIN.into(),
+            timestamp_ms: EXAMPLE_MS,
+            pack_voltage: 400.0,
+            pack_current: 12.5,
+            soc: 55.0,
+            cell_voltages: in_order(cells),
+            temperatures: in_order(probes),
+            alarm_flags: None,
+        };
+        assert_same(&d.frames[0], &quantised(&want));
+    }
+}
