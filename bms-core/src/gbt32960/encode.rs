@@ -78,6 +78,10 @@ type Result<T> = std::result::Result<T, EncodeError>;
 /// Bytes before the data unit.
 const HEADER_LEN: usize = 24;
 
+/// The largest WORD count (cells, probes): the markers `FFFE`/`FFFF` and the reserved values
+/// above 65531 are not counts.
+const MAX_WORD_COUNT: usize = 65_531;
+
 /// Cells per 2016 voltage entry (facts §5.2).
 pub const MAX_CELLS_PER_ENTRY_2016: usize = 200;
 
@@ -473,6 +477,7 @@ pub fn cell_voltages_item(
             Edition::V2016 => 250,
             Edition::V2025 => 50,
         };
+        distinct(groups.iter().map(|g| g.number), "cell group number")?;
         for g in groups {
             if g.number == 0 || g.number > max_number {
                 return Err(EncodeError::Invalid {
@@ -481,7 +486,7 @@ pub fn cell_voltages_item(
                     reason: format!("{e} numbers subsystems (packs) 1-{max_number}"),
                 });
             }
-            count(name("cells in a group"), g.cells.len(), MAX_DATA_LEN)?;
+            count(name("cells in a group"), g.cells.len(), MAX_WORD_COUNT)?;
             if g.cells.is_empty() {
                 return Err(EncodeError::Invalid {
                     field: "cells in a group".into(),
@@ -506,6 +511,7 @@ pub fn cell_voltages_item(
                     });
                 }
                 out.push(entries as u8);
+                let mut base = 0;
                 for g in groups {
                     for (k, chunk) in g.cells.chunks(MAX_CELLS_PER_ENTRY_2016).enumerate() {
                         out.push(g.number);
@@ -515,19 +521,22 @@ pub fn cell_voltages_item(
                         let first = 1 + k * MAX_CELLS_PER_ENTRY_2016;
                         out.extend_from_slice(&(first as u16).to_be_bytes());
                         out.push(chunk.len() as u8);
-                        put_cells(out, e, chunk, first - 1)?;
+                        put_cells(out, e, chunk, base + first - 1)?;
                     }
+                    base += g.cells.len();
                 }
             }
             Edition::V2025 => {
                 out.push(0x07);
                 out.push(count(name("packs"), groups.len(), 50)? as u8);
+                let mut base = 0;
                 for g in groups {
                     out.push(g.number);
                     put_word(out, e, name("pack voltage"), g.voltage, pack_volts(e))?;
                     put_word(out, e, name("pack current"), g.current, pack_amps(e))?;
                     out.extend_from_slice(&(g.cells.len() as u16).to_be_bytes());
-                    put_cells(out, e, g.cells, 0)?;
+                    put_cells(out, e, g.cells, base)?;
+                    base += g.cells.len();
                 }
             }
         }
@@ -535,6 +544,24 @@ pub fn cell_voltages_item(
     })
 }
 
+/// Each subsystem (pack, probe group) number may appear once in an item (the decoder
+/// refuses repeats: which one holds would be a guess).
+fn distinct(numbers: impl Iterator<Item = u8>, field: &str) -> Result<()> {
+    let mut seen = [false; 256];
+    for n in numbers {
+        if std::mem::replace(&mut seen[usize::from(n)], true) {
+            return Err(EncodeError::Invalid {
+                field: field.into(),
+                value: n.to_string(),
+                reason: "appears twice in one item".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Cell voltages; errors name a cell by its index among all the item's cells, in the
+/// order written.
 fn put_cells(out: &mut Vec<u8>, e: Edition, cells: &[f64], first_index: usize) -> Result<()> {
     for (i, &v) in cells.iter().enumerate() {
         put_word(
@@ -576,6 +603,7 @@ pub fn temperatures_item(
                 reason: "the 2016 count is 1-250".into(),
             });
         }
+        distinct(groups.iter().map(|g| g.number), "probe group number")?;
         out.push(code);
         out.push(count(name("probe groups"), groups.len(), max_groups)? as u8);
         let mut index = 0;
@@ -584,7 +612,7 @@ pub fn temperatures_item(
             let n = count(
                 name("probes in a group"),
                 g.temperatures.len(),
-                MAX_DATA_LEN,
+                MAX_WORD_COUNT,
             )?;
             out.extend_from_slice(&(n as u16).to_be_bytes());
             for &t in g.temperatures {
@@ -608,7 +636,7 @@ pub fn signature_block(out: &mut Vec<u8>, algorithm: u8, r: &[u8], s: &[u8]) -> 
     atomic(out, |out| {
         out.extend_from_slice(&[0xFF, algorithm]);
         for (part, what) in [(r, "signature R"), (s, "signature S")] {
-            let n = count(name(what), part.len(), MAX_DATA_LEN)?;
+            let n = count(name(what), part.len(), MAX_WORD_COUNT)?;
             out.extend_from_slice(&(n as u16).to_be_bytes());
             out.extend_from_slice(part);
         }
@@ -1011,5 +1039,35 @@ mod tests {
         let err = cell_voltages_item(&mut out, Edition::V2016, &g).unwrap_err();
         assert!(err.to_string().starts_with("cell_voltages[1] 61"), "{err}");
         assert_eq!(out, [1, 2, 3]);
+    }
+
+    #[test]
+    fn repeated_group_numbers_are_refused_and_cells_are_named_across_groups() {
+        let cells = [3.7, 3.7];
+        let g = |number| CellGroup {
+            number,
+            voltage: 7.4,
+            current: 0.0,
+            cells: &cells,
+        };
+        for e in [Edition::V2016, Edition::V2025] {
+            let err = cell_voltages_item(&mut Vec::new(), e, &[g(1), g(1)]).unwrap_err();
+            assert!(err.to_string().contains("appears twice"), "{err}");
+            let p = ProbeGroup {
+                number: 3,
+                temperatures: &[20.0],
+            };
+            assert!(temperatures_item(&mut Vec::new(), e, &[p, p]).is_err());
+            let bad = [3.7, 99.0];
+            let groups = [
+                g(2),
+                CellGroup {
+                    cells: &bad,
+                    ..g(1)
+                },
+            ];
+            let err = cell_voltages_item(&mut Vec::new(), e, &groups).unwrap_err();
+            assert!(err.to_string().starts_with("cell_voltages[3] 99"), "{err}");
+        }
     }
 }
