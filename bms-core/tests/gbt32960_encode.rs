@@ -468,6 +468,7 @@ fn bad_vins_times_commands_and_shapes_are_refused() {
         "LSPECEXAMPLE000012",
         "LSPECEXAMPLE0000\u{e9}",
         "LSPECEXAMPLE0000\n",
+        "LSPECEXAMPLE0000 ",
     ] {
         let e = refused(Edition::V2016, |f| f.vin = vin.into());
         assert!(matches!(e, EncodeError::Vin { .. }), "{vin:?}: {e:?}");
@@ -690,5 +691,45 @@ proptest! {
             alarm_flags: None,
         };
         assert_same(&d.frames[0], &quantised(&want));
+    }
+}
+
+#[test]
+fn the_edges_of_every_range_read_back() {
+    let first = 946_656_000_000;
+    let last = 4_102_415_999_000;
+    let frames = [
+        Frame {
+            timestamp_ms: first,
+            pack_voltage: 0.0,
+            pack_current: -1000.0,
+            soc: 0.0,
+            cell_voltages: vec![0.0, 60.0, f64::NAN],
+            temperatures: vec![-40.0, 210.0, f64::NAN],
+            alarm_flags: Some(0xFFFF_FFFD),
+            ..example_frame()
+        },
+        Frame {
+            timestamp_ms: last,
+            pack_voltage: f64::NAN,
+            pack_current: f64::NAN,
+            soc: f64::NAN,
+            cell_voltages: vec![f64::NAN; 201],
+            temperatures: vec![f64::NAN],
+            alarm_flags: None,
+            ..example_frame()
+        },
+    ];
+    for edition in [Edition::V2016, Edition::V2025] {
+        let stream: Vec<u8> = frames
+            .iter()
+            .flat_map(|f| encode::frame_packet(edition, command::REALTIME, &f.as_ref()).unwrap())
+            .collect();
+        let d = decode_all(&[&stream]);
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        assert_eq!(d.frames.len(), 2);
+        for (got, want) in d.frames.iter().zip(&frames) {
+            assert_same(got, want);
+        }
     }
 }

@@ -37,7 +37,8 @@ use crate::frame::FrameRef;
 /// `_into` functions leave their buffer as it was).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EncodeError {
-    /// The unique id is not 17 printable ASCII characters.
+    /// The unique id is not 17 printable ASCII characters, or ends in a space (which
+    /// readers strip as padding).
     #[error(
         "VIN {vin:?} ({len} bytes): a VIN or platform id must be 17 printable ASCII characters"
     )]
@@ -94,7 +95,8 @@ fn atomic(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> R
 fn check_id(id: &str) -> Result<&[u8; 17]> {
     let bytes = id.as_bytes();
     match <&[u8; 17]>::try_from(bytes) {
-        Ok(b) if b.iter().all(|c| (0x20..=0x7E).contains(c)) => Ok(b),
+        // A trailing space would read back as padding, giving a shorter id.
+        Ok(b) if b.iter().all(|c| (0x20..=0x7E).contains(c)) && b[16] != b' ' => Ok(b),
         _ => Err(EncodeError::Vin {
             vin: id.to_owned(),
             len: bytes.len(),
