@@ -73,8 +73,9 @@ pub struct SimulateArgs {
     /// the fleet's TCP streams: per vehicle a login, its frames as realtime reports and a
     /// logout, all vehicles interleaved in time order. Readings are quantised to the
     /// protocol's units (0.1 V and A, 1 % SOC, 1 mV per cell, 1 °C per probe) and times to
-    /// the second; `bms ingest`, `bms daily` and `bms predict` read it back. The capture
-    /// is assembled in memory, so keep fleets small.
+    /// the second; `bms ingest`, `bms daily` and `bms predict` read it back. Memory stays
+    /// bounded whatever the fleet's size (the packets are spilled to a temporary file next
+    /// to FILE, or in the system's temporary directory for `-`, and merged by time).
     #[arg(long, value_name = "FILE")]
     pub gbt32960: Option<PathBuf>,
 
@@ -215,93 +216,158 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
-/// One vehicle's packets, encoded, with the time and order of each.
-struct VehicleCapture {
-    bytes: Vec<u8>,
-    /// (time ms, vehicle index, sequence within the vehicle, start, end) per packet.
-    packets: Vec<(i64, usize, usize, usize, usize)>,
-}
-
-/// Simulates every vehicle (in parallel) into its packets: a login at its first frame's
-/// time, a realtime report per frame, a logout at its last frame's time.
-fn vehicle_capture(config: &SimConfig, edition: Edition, index: usize) -> Result<VehicleCapture> {
-    let mut cap = VehicleCapture {
-        bytes: Vec::new(),
-        packets: Vec::new(),
-    };
-    let mut frames = Vec::new();
+/// Simulates vehicle `index` into its packets: a login at its first frame's time, a
+/// realtime report per frame, a logout at its last frame's time (nothing for a vehicle
+/// without frames).
+fn vehicle_packets(config: &SimConfig, edition: Edition, index: usize) -> Result<Vec<u8>> {
+    let mut reports = Vec::new();
+    let mut times = None;
     let truth = simulate::for_each_frame(config, index, |f| {
-        let start = cap.bytes.len();
-        encode::frame_packet_into(&mut cap.bytes, edition, command::REALTIME, f).map_err(|e| {
+        encode::frame_packet_into(&mut reports, edition, command::REALTIME, f).map_err(|e| {
             bms_core::BmsError::invalid(
                 "GB/T 32960 capture",
                 format!("VIN {} at {} ms: {e}", f.vin, f.timestamp_ms),
             )
         })?;
-        frames.push((f.timestamp_ms, start, cap.bytes.len()));
+        let (first, _) = times.get_or_insert((f.timestamp_ms, f.timestamp_ms));
+        times = Some((*first, f.timestamp_ms));
         Ok(())
     })?;
-    let (Some(first), Some(last)) = (frames.first(), frames.last()) else {
-        return Ok(cap);
+    let Some((first, last)) = times else {
+        return Ok(Vec::new());
     };
-    let (first, last) = (first.0, last.0);
-    let login = encode::vehicle_login(
-        edition,
-        &truth.vin,
-        first,
-        1,
-        &format!("8986{:016}", index),
-        &[],
-    )?;
-    let logout = encode::vehicle_logout(edition, &truth.vin, last, 1)?;
-    let n = frames.len();
-    let push = |cap: &mut VehicleCapture, t: i64, seq: usize, bytes: &[u8]| {
-        let start = cap.bytes.len();
-        cap.bytes.extend_from_slice(bytes);
-        cap.packets.push((t, index, seq, start, cap.bytes.len()));
-    };
-    push(&mut cap, first, 0, &login);
-    push(&mut cap, last, n + 1, &logout);
-    cap.packets.extend(
-        frames
-            .into_iter()
-            .enumerate()
-            .map(|(k, (t, a, b))| (t, index, k + 1, a, b)),
-    );
-    Ok(cap)
+    let iccid = format!("8986{index:016}");
+    let mut out = encode::vehicle_login(edition, &truth.vin, first, 1, &iccid, &[])?;
+    out.extend_from_slice(&reports);
+    out.extend(encode::vehicle_logout(edition, &truth.vin, last, 1)?);
+    Ok(out)
+}
+
+/// Bytes read at a time from each vehicle's run of packets while merging.
+const MERGE_CHUNK: usize = 8 << 10;
+
+/// One vehicle's packets in the spill file: `[next, end)` not yet buffered, `buf[pos..]`
+/// buffered and not yet written.
+struct Run {
+    next: u64,
+    end: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Run {
+    /// The next packet, read from `file` as needed; `None` at the end of the run.
+    fn peek(&mut self, file: &mut std::fs::File) -> std::io::Result<Option<&[u8]>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut fill = |run: &mut Run, need: usize| -> std::io::Result<bool> {
+            let have = run.buf.len() - run.pos;
+            if have >= need {
+                return Ok(true);
+            }
+            let left = run.end - run.next;
+            if have as u64 + left < need as u64 {
+                return Ok(false);
+            }
+            run.buf.drain(..run.pos);
+            run.pos = 0;
+            let take = (need - have).max(MERGE_CHUNK).min(left as usize);
+            let at = run.buf.len();
+            run.buf.resize(at + take, 0);
+            file.seek(SeekFrom::Start(run.next))?;
+            file.read_exact(&mut run.buf[at..])?;
+            run.next += take as u64;
+            Ok(true)
+        };
+        if !fill(self, 24)? {
+            return Ok(None);
+        }
+        let h = &self.buf[self.pos..];
+        let total = 25 + usize::from(u16::from_be_bytes([h[22], h[23]]));
+        if !fill(self, total)? {
+            return Err(std::io::Error::other(
+                "a packet runs past its vehicle's run",
+            ));
+        }
+        Ok(Some(&self.buf[self.pos..self.pos + total]))
+    }
+}
+
+/// The time of a packet the simulator wrote (every one carries a time), in whole seconds.
+fn packet_time(p: &[u8]) -> i64 {
+    let t: &[u8; 6] = p[24..30].try_into().expect("a time");
+    bms_core::gbt32960::time_to_utc_ms(t).expect("the encoder wrote a valid time")
 }
 
 /// Writes the fleet's capture to `path` (`-`: stdout); (packets, bytes) written.
+///
+/// Vehicles are simulated in parallel in batches of the pool's thread count and their
+/// packets spilled to a temporary file, one run per vehicle, each in time order. The runs
+/// are then merged by packet time (ties: vehicle order), so memory holds one batch's
+/// packets and a small buffer per vehicle, whatever the fleet's size.
 fn write_capture(config: &SimConfig, edition: Edition, path: &Path) -> Result<(usize, u64)> {
-    let caps = (0..config.vehicles)
-        .into_par_iter()
-        .map(|i| vehicle_capture(config, edition, i))
-        .collect::<Result<Vec<_>>>()?;
-    let mut order: Vec<_> = caps
-        .iter()
-        .flat_map(|c| c.packets.iter().copied())
-        .collect();
-    // Time order across vehicles; a vehicle's login, reports and logout stay in sequence.
-    order.sort_unstable_by_key(|&(t, v, seq, _, _)| (t, v, seq));
-    let write = |w: &mut dyn Write| -> std::io::Result<u64> {
-        let mut n = 0u64;
-        for &(_, v, _, a, b) in &order {
-            w.write_all(&caps[v].bytes[a..b])?;
-            n += (b - a) as u64;
+    let dir = match path.parent() {
+        _ if is_stdio(path) => std::env::temp_dir(),
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut spill = tempfile::tempfile_in(&dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let mut runs = Vec::with_capacity(config.vehicles);
+    let mut at = 0u64;
+    let batch = rayon::current_num_threads().max(1);
+    let mut start = 0;
+    while start < config.vehicles {
+        let end = (start + batch).min(config.vehicles);
+        let packets = (start..end)
+            .into_par_iter()
+            .map(|i| vehicle_packets(config, edition, i))
+            .collect::<Result<Vec<_>>>()?;
+        for p in packets {
+            spill
+                .write_all(&p)
+                .context("writing the temporary capture")?;
+            runs.push(Run {
+                next: at,
+                end: at + p.len() as u64,
+                buf: Vec::new(),
+                pos: 0,
+            });
+            at += p.len() as u64;
+        }
+        start = end;
+    }
+    let mut merge = |w: &mut dyn Write| -> std::io::Result<(usize, u64)> {
+        use std::cmp::Reverse;
+        let mut heap = std::collections::BinaryHeap::new();
+        for (v, run) in runs.iter_mut().enumerate() {
+            if let Some(p) = run.peek(&mut spill)? {
+                heap.push(Reverse((packet_time(p), v)));
+            }
+        }
+        let (mut packets, mut bytes) = (0, 0u64);
+        while let Some(Reverse((_, v))) = heap.pop() {
+            let run = &mut runs[v];
+            let p = run.peek(&mut spill)?.expect("peeked before");
+            w.write_all(p)?;
+            packets += 1;
+            bytes += p.len() as u64;
+            run.pos += p.len();
+            if let Some(p) = run.peek(&mut spill)? {
+                heap.push(Reverse((packet_time(p), v)));
+            }
         }
         w.flush()?;
-        Ok(n)
+        Ok((packets, bytes))
     };
-    let bytes = if is_stdio(path) {
+    if is_stdio(path) {
         let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-        write(&mut w).context("writing <stdout>")?
+        merge(&mut w).context("writing <stdout>")
     } else {
         let mut file = io::AtomicFile::create(path)?;
-        let n = write(&mut file.writer()).with_context(|| format!("writing {}", path.display()))?;
+        let n = merge(&mut file.writer()).with_context(|| format!("writing {}", path.display()))?;
         file.commit()?;
-        n
-    };
-    Ok((order.len(), bytes))
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
