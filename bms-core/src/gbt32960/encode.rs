@@ -1,9 +1,10 @@
-//! Writes GB/T 32960.3 packets (see the module docs): the simulator's captures, a
-//! gateway's replies, and the tests' second reading of `docs/GBT32960.md`.
+//! Writes GB/T 32960.3 packets (see the `gbt32960` module docs): the simulator's captures,
+//! a gateway's replies, and the tests' second reading of `docs/GBT32960.md` (§9 there
+//! summarises the choices below).
 //!
 //! Written from the facts file, not from the decoder. Every function refuses what the
 //! standard cannot carry instead of writing something else: a VIN that is not 17 printable
-//! ASCII characters, a time outside Beijing years 2000–2099, a reading outside its field's
+//! ASCII characters (or ends in a space, which readers strip as padding), a time outside Beijing years 2000–2099, a reading outside its field's
 //! range (the error names the field and the value), a data unit over 65,531 bytes. NaN
 //! readings are written as the field's "invalid" marker (`FF`, `FF FF`, `FF FF FF FF`).
 //!
@@ -976,7 +977,7 @@ pub fn response(
     )
 }
 
-/// [`response`] to a packet the decoder accepted, keeping its time.
+/// [`response()`] to a packet the decoder accepted, keeping its time.
 pub fn reply_to(request: &super::PacketInfo, flag: u8) -> Result<Vec<u8>> {
     response(
         request.edition,
