@@ -535,3 +535,139 @@ fn predict_scores_batch_lines_like_xgboost() {
     assert!(!bad.status.success());
     assert!(!stderr(&bad).contains("panicked"));
 }
+
+/// A CSV file as a header and rows of fields (no quoting in the files compared here).
+fn csv_rows(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let t = text(path);
+    let mut lines = t.lines();
+    let split = |l: &str| l.split(',').map(str::to_owned).collect::<Vec<_>>();
+    let header = split(lines.next().unwrap());
+    (header, lines.map(split).collect())
+}
+
+#[test]
+fn a_simulated_capture_reads_back_as_the_simulated_frames_after_quantisation() {
+    for edition in ["2016", "2025"] {
+        let dir = tempfile::tempdir().unwrap();
+        let frames = dir.path().join("frames.csv");
+        let cap = dir.path().join("fleet.bin");
+        let sim = [
+            "simulate",
+            "--vehicles",
+            "3",
+            "--days",
+            "3",
+            "--seed",
+            "7",
+            "--cells",
+            "12",
+            "--probes",
+            "4",
+        ];
+        let mut args = sim.to_vec();
+        args.extend([
+            "--frames",
+            p(&frames),
+            "--gbt32960",
+            p(&cap),
+            "--edition",
+            edition,
+        ]);
+        let out = ok(&args);
+        assert!(stderr(&out).contains("packets"), "{}", stderr(&out));
+        // The same capture on standard output.
+        let mut args = sim.to_vec();
+        args.extend(["--gbt32960", "-", "--edition", edition]);
+        let bytes = std::fs::read(&cap).unwrap();
+        assert_eq!(ok(&args).stdout, bytes);
+        let start = if edition == "2016" { b"##" } else { b"$$" };
+        assert_eq!(
+            &bytes[..3],
+            &[start[0], start[1], 0x01],
+            "a login comes first"
+        );
+
+        let (h1, want) = csv_rows(&frames);
+        let mut sim_vins: Vec<String> = want.iter().map(|r| r[0].clone()).collect();
+        sim_vins.sort();
+        sim_vins.dedup();
+        assert!(sim_vins.len() >= 2, "{sim_vins:?}");
+
+        let ingested = dir.path().join("out.csv");
+        let out = ok(&["ingest", "-i", p(&cap), "-o", p(&ingested)]);
+        let err = stderr(&out);
+        let n = sim_vins.len();
+        assert!(err.contains(&format!("vehicle login {n},")), "{err}");
+        assert!(err.contains(&format!("vehicle logout {n})")), "{err}");
+        assert!(err.contains(" 0 refused"), "{err}");
+
+        let (h2, got) = csv_rows(&ingested);
+        assert_eq!(h1, h2);
+        assert_eq!(want.len(), got.len());
+        // In time order across vehicles, as a platform receives them.
+        let times: Vec<i64> = got.iter().map(|r| r[1].parse().unwrap()).collect();
+        assert!(times.is_sorted());
+        let switches = got.windows(2).filter(|w| w[0][0] != w[1][0]).count();
+        assert!(switches >= n, "vehicles interleave: {switches} switches");
+        // The capture interleaves vehicles by time; times are whole seconds.
+        let key = |r: &Vec<String>| {
+            let ms: i64 = r[1].parse().unwrap();
+            (r[0].clone(), ms - ms.rem_euclid(1000))
+        };
+        let got: std::collections::HashMap<_, _> = got.iter().map(|r| (key(r), r)).collect();
+        assert_eq!(got.len(), want.len(), "one frame per vehicle and second");
+        // Half a quantum of each column (the simulator's cells, current, SOC and probes are
+        // already on the protocol's grid, its pack voltage is not).
+        let tolerance = |col: &str| match col {
+            "pack_voltage" | "pack_current" => 0.05 + 1e-9,
+            "soc" => 0.5,
+            c if c.starts_with("cell_v_") => 0.0005 + 1e-12,
+            c if c.starts_with("temp_") => 0.5,
+            _ => 0.0,
+        };
+        for w in &want {
+            let g = got[&key(w)];
+            for (i, col) in h1.iter().enumerate().skip(2) {
+                if col == "alarm_flags" {
+                    assert_eq!(g[i], w[i], "{col} of {:?}", key(w));
+                    continue;
+                }
+                let (a, b): (f64, f64) = (g[i].parse().unwrap(), w[i].parse().unwrap());
+                assert!(
+                    (a - b).abs() <= tolerance(col),
+                    "{edition} {col} of {:?}: {a} read back, {b} simulated",
+                    key(w)
+                );
+            }
+        }
+
+        // The daily table from the capture has the CSV's vehicles and days.
+        let from_cap = dir.path().join("daily.csv");
+        let from_csv = dir.path().join("daily-csv.csv");
+        ok(&["daily", "-i", p(&cap), "-o", p(&from_cap)]);
+        ok(&["daily", "-i", p(&frames), "-o", p(&from_csv)]);
+        let days = |path: &Path| {
+            let (h, rows) = csv_rows(path);
+            assert_eq!(&h[..2], ["VIN", "Date"]);
+            rows.into_iter()
+                .map(|r| (r[0].clone(), r[1].clone()))
+                .collect::<Vec<_>>()
+        };
+        let cap_days = days(&from_cap);
+        assert_eq!(cap_days, days(&from_csv));
+        let mut vins: Vec<_> = cap_days.iter().map(|d| d.0.clone()).collect();
+        vins.dedup();
+        assert_eq!(vins, sim_vins);
+        for v in &vins {
+            let n = cap_days.iter().filter(|d| &d.0 == v).count();
+            assert!((1..=3).contains(&n), "{v}: {n} days in a 3-day simulation");
+        }
+    }
+    let h = String::from_utf8_lossy(&bms(&["simulate", "--help"]).stdout).into_owned();
+    for needle in ["--gbt32960", "--edition", "login", "logout", "2025"] {
+        assert!(h.contains(needle), "simulate --help lacks {needle}: {h}");
+    }
+    let out = bms(&["simulate", "--gbt32960", "-", "--edition", "2020"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("2016 or 2025"), "{}", stderr(&out));
+}

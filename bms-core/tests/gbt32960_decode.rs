@@ -1,9 +1,10 @@
 //! The GB/T 32960 decoder on hostile streams: every bad-packet kind mid-stream with the
 //! frames around it intact, resynchronisation, pieces of any size, no panic on any bytes.
 //! Packets are the facts file's worked examples (docs/GBT32960.md §8), edited and
-//! re-checksummed by the helpers below.
+//! re-checksummed by the helpers below, and for split cell entries packets from the
+//! encoder, edited the same way.
 
-use bms_core::gbt32960::{DecodeErrorKind, Decoder, Edition, Event};
+use bms_core::gbt32960::{DecodeErrorKind, Decoder, Edition, Event, command, encode};
 use proptest::prelude::*;
 
 const VIN: &str = "LSPECEXAMPLE00001";
@@ -373,6 +374,73 @@ fn a_false_start_symbol_with_a_huge_length_does_not_stall_later_packets_forever(
     assert_eq!(frames, 800, "{:?}", &kinds(&seen)[..3]);
     assert_eq!(kinds(&seen)[0], "checksum@0");
     assert_eq!(seen.len(), 801, "{:?}", kinds(&seen));
+}
+
+/// A 2016 report of one 450-cell subsystem (entries of 200, 200 and 50 cells) from the
+/// encoder, and the packet offsets of its three entry headers.
+fn split_2016() -> (Vec<u8>, [usize; 3]) {
+    let cells: Vec<f64> = (0..450).map(|i| 3.0 + f64::from(i) * 0.001).collect();
+    let frame = bms_core::FrameRef {
+        vin: VIN,
+        timestamp_ms: 1_741_562_400_000,
+        pack_voltage: 400.0,
+        pack_current: 0.0,
+        soc: 50.0,
+        cell_voltages: &cells,
+        temperatures: &[20.0],
+        alarm_flags: None,
+    };
+    let p = encode::frame_packet(Edition::V2016, command::REALTIME, &frame).unwrap();
+    let entry = |first: u16| {
+        let mut head = 450u16.to_be_bytes().to_vec();
+        head.extend_from_slice(&first.to_be_bytes());
+        p.windows(4).position(|w| w == head).unwrap() - 5
+    };
+    let at = [entry(1), entry(201), entry(401)];
+    (p, at)
+}
+
+#[test]
+fn split_entries_in_any_order_read_back_in_cell_order() {
+    let (p, [a, b, c]) = split_2016();
+    let want = match &whole(&p)[..] {
+        [Seen::Frame { cells, .. }] => cells.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(want.len(), 450);
+    // The entries as 3, 1, 2 in the item.
+    let end = c + 10 + 2 * 50;
+    let swapped = [&p[..a], &p[c..end], &p[a..b], &p[b..c], &p[end..]].concat();
+    let swapped = reseal(swapped);
+    match &whole(&swapped)[..] {
+        [Seen::Frame { cells, .. }] => assert_eq!(cells, &want),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn split_entries_that_overlap_or_leave_a_gap_are_refused() {
+    for (first, needle) in [
+        (200u16, "starts at cell 200 where cell 201 was expected"),
+        (202, "starts at cell 202 where cell 201 was expected"),
+    ] {
+        let (mut p, [_, b, _]) = split_2016();
+        p[b + 7..b + 9].copy_from_slice(&first.to_be_bytes());
+        sandwiched(&reseal(p), DecodeErrorKind::Layout, needle);
+    }
+    // The last entry dropped (and the count lowered): cells 401-450 missing.
+    let (mut p, [_, _, c]) = split_2016();
+    let end = c + 10 + 2 * 50;
+    p.drain(c..end);
+    // Header, time, the 21-byte vehicle item, then the voltage item's type and count.
+    let item = 24 + 6 + 21;
+    assert_eq!(p[item..item + 2], [0x08, 3]);
+    p[item + 1] = 2;
+    sandwiched(
+        &reseal(p),
+        DecodeErrorKind::Layout,
+        "cover cells 1-400 of 450",
+    );
 }
 
 proptest! {
