@@ -44,6 +44,7 @@
 // The C signatures (frame fields one by one) are the ABI.
 #![allow(clippy::too_many_arguments)]
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -113,12 +114,14 @@ const _: () = assert!(BMS_CONSISTENCY_ALARM_MASK == bms_core::frame::CONSISTENCY
 
 struct FfiError {
     status: BmsStatus,
-    message: String,
+    /// Borrowed for the fixed messages of expected statuses (`NOT_READY` while draining a
+    /// decoder), so that reporting them allocates nothing.
+    message: Cow<'static, str>,
 }
 
 type FfiResult<T = ()> = Result<T, FfiError>;
 
-fn err(status: BmsStatus, message: impl Into<String>) -> FfiError {
+fn err(status: BmsStatus, message: impl Into<Cow<'static, str>>) -> FfiError {
     FfiError {
         status,
         message: message.into(),
@@ -147,12 +150,27 @@ impl From<BmsError> for FfiError {
 }
 
 thread_local! {
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// The last failure's message, NUL-terminated. The buffer is reused (cleared, not
+    /// replaced), so a failure whose message fits what it held before allocates nothing.
+    static LAST_ERROR: RefCell<Vec<u8>> = RefCell::new(vec![0]);
 }
 
-fn set_last_error(message: &str) {
-    let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+/// Sets the last error to the concatenation of `parts` (a NUL inside is written `\0`).
+fn set_last_error(parts: &[&str]) {
+    let _ = LAST_ERROR.try_with(|e| {
+        let mut buf = e.borrow_mut();
+        buf.clear();
+        for part in parts {
+            for &b in part.as_bytes() {
+                if b == 0 {
+                    buf.extend_from_slice(b"\\0");
+                } else {
+                    buf.push(b);
+                }
+            }
+        }
+        buf.push(0);
+    });
 }
 
 /// Runs an exported body: converts its error into a status (keeping the message for
@@ -161,7 +179,7 @@ fn boundary(name: &str, body: impl FnOnce() -> FfiResult) -> BmsStatus {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => BmsStatus::Ok,
         Ok(Err(e)) => {
-            set_last_error(&format!("{name}: {}", e.message));
+            set_last_error(&[name, ": ", &e.message]);
             e.status
         }
         Err(payload) => {
@@ -172,7 +190,7 @@ fn boundary(name: &str, body: impl FnOnce() -> FfiResult) -> BmsStatus {
                 .unwrap_or_else(|| "unknown panic".into());
             // Dropping the payload could itself panic; leak it instead.
             std::mem::forget(payload);
-            set_last_error(&format!("{name}: internal error: {what}"));
+            set_last_error(&[name, ": internal error: ", &what]);
             BmsStatus::Panic
         }
     }
@@ -292,7 +310,7 @@ pub extern "C" fn bms_version() -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn bms_last_error_message() -> *const c_char {
     static EMPTY: &CStr = c"";
-    catch_unwind(|| LAST_ERROR.with(|e| e.borrow().as_ptr())).unwrap_or(EMPTY.as_ptr())
+    catch_unwind(|| LAST_ERROR.with(|e| e.borrow().as_ptr().cast())).unwrap_or(EMPTY.as_ptr())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -102,3 +102,58 @@ fn push_frame_does_not_allocate() {
     assert_eq!(held, 14);
     assert!((0.0..=1.0).contains(&p));
 }
+
+/// `bms_gbt32960_decoder_push` + `_next_frame` allocate nothing once the decoder's buffers
+/// have grown to the stream's largest packet: a simulated vehicle's frames as 2016 realtime
+/// packets (96 cells, so split cell entries are not involved; 32 probes), pushed in 4 KiB
+/// pieces, after a warm-up of the first packets.
+#[test]
+fn decoder_does_not_allocate_after_warm_up() {
+    use bms_core::gbt32960::{Edition, command, encode};
+    let config = SimConfig {
+        vehicles: 1,
+        days: 10,
+        seed: 6,
+        interval_ms: 30_000,
+        cells: 96,
+        ..SimConfig::default()
+    };
+    let frames = vehicle_frames(&config, 0);
+    let mut bytes = Vec::new();
+    for f in &frames {
+        encode::frame_packet_into(&mut bytes, Edition::V2016, command::REALTIME, &f.as_ref())
+            .unwrap();
+    }
+    let mut d = std::ptr::null_mut();
+    let mut frame = std::mem::MaybeUninit::<BmsGbt32960Frame>::uninit();
+    let mut decoded = 0usize;
+    let mut drain = |d: *mut BmsGbt32960Decoder| unsafe {
+        loop {
+            match bms_gbt32960_decoder_next_frame(d, frame.as_mut_ptr()) {
+                BmsStatus::Ok => decoded += 1,
+                BmsStatus::NotReady => break,
+                s => panic!("{s:?}: {:?}", std::ffi::CStr::from_ptr(bms_last_error_message())),
+            }
+        }
+    };
+    let pieces: Vec<&[u8]> = bytes.chunks(4096).collect();
+    let warm = 8;
+    let pushes;
+    unsafe {
+        assert_eq!(bms_gbt32960_decoder_new(&mut d), BmsStatus::Ok);
+        for p in &pieces[..warm] {
+            assert_eq!(bms_gbt32960_decoder_push(d, p.as_ptr(), p.len()), BmsStatus::Ok);
+            drain(d);
+        }
+        let before = allocations();
+        for p in &pieces[warm..] {
+            assert_eq!(bms_gbt32960_decoder_push(d, p.as_ptr(), p.len()), BmsStatus::Ok);
+            drain(d);
+        }
+        pushes = allocations() - before;
+        bms_gbt32960_decoder_free(d);
+    }
+    assert_eq!(decoded, frames.len());
+    assert!(frames.len() > 1000, "{} frames", frames.len());
+    assert_eq!(pushes, 0, "{} packets allocated {pushes} times", frames.len());
+}
