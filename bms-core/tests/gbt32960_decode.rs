@@ -130,6 +130,18 @@ fn sandwiched(bad: &[u8], kind: DecodeErrorKind, needle: &str) {
         assert!(msg.contains(needle), "{msg}");
         assert!(msg.starts_with(&format!("byte offset {g}")), "{msg}");
         assert_eq!(byte_at_a_time(&stream), seen);
+        // Every byte accounted for: the bad packet's are the error's (found by fuzzing:
+        // packets refused for their content were not counted in error_bytes).
+        let mut d = Decoder::new();
+        d.push(&stream);
+        d.finish();
+        while d.next().is_some() {}
+        let c = d.counts();
+        assert_eq!(
+            (c.bytes, c.error_bytes, c.errors, c.frames),
+            (stream.len() as u64, b, 1, 2),
+            "{kind:?}"
+        );
     }
 }
 

@@ -197,6 +197,34 @@ fn batch_csv_reference_lines_and_rejects() {
     assert_eq!((r.read, r.accepted, r.data.x.dim()), (0, 0, (0, 84)));
 }
 
+/// Found by fuzzing (fuzz target `batch_csv`): a VIN that starts with U+FEFF on a later
+/// line (kept: only a file's first bytes are a byte-order mark) was written unquoted as the
+/// new file's first bytes, and read back without it. It is quoted, and reads back whole.
+#[test]
+fn a_vin_starting_with_a_bom_character_round_trips() {
+    let r = batch(
+        "\u{feff}V0,2024-01-01,1\n\u{feff}V1,2024-01-02,2\n",
+        1,
+        ReadMode::Strict,
+    )
+    .unwrap();
+    let vins: Vec<&str> = r.data.keys.iter().map(|k| k.vin.as_str()).collect();
+    assert_eq!(vins, ["V0", "\u{feff}V1"]);
+    let windows = bms_core::WindowBatch {
+        x: r.data.x.slice(ndarray::s![1.., ..]).to_owned(),
+        y: ndarray::Array1::zeros(1),
+        keys: r.data.keys[1..].to_vec(),
+    };
+    let mut text = Vec::new();
+    io::batch_csv::write_batch_csv_to(&mut text, &windows, false).unwrap();
+    assert_eq!(
+        String::from_utf8(text.clone()).unwrap(),
+        "\"\u{feff}V1\",2024-01-02,2.0\n"
+    );
+    let again = batch(std::str::from_utf8(&text).unwrap(), 1, ReadMode::Strict).unwrap();
+    assert_eq!(again.data.keys, windows.keys);
+}
+
 /// Found by fuzzing (fuzz target `batch_csv`): a number beyond `f32`'s range (`1e39`) is
 /// read as an infinity, which the batch writer wrote as `inf`, which the reader refuses; it
 /// is written as the decimal just above `f32::MAX` and reads back the same.

@@ -553,6 +553,11 @@ impl Decoder {
             let step = self.packet(edition, total);
             self.pos += total;
             self.counts.bytes += total as u64;
+            if matches!(step, Step::Error(_)) {
+                // A packet refused for its content (encrypted, layout, time): its bytes are
+                // the error's (found by fuzzing: `bytes = packets + errors` did not hold).
+                self.counts.error_bytes += total as u64;
+            }
             return Some(step);
         }
     }

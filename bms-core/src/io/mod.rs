@@ -463,7 +463,9 @@ pub fn for_each_comma(line: &[u8], mut f: impl FnMut(usize)) {
 /// Appends a CSV text field, quoted when it holds a separator, quote or line break (the
 /// quoting every CSV this project writes uses, and its readers undo).
 pub fn push_text(out: &mut String, s: &str) {
-    if s.contains([',', '"', '\n', '\r']) {
+    // A leading U+FEFF is quoted too: unquoted as a file's first bytes, the readers would
+    // take it for a byte-order mark and drop it (found by fuzzing, target `batch_csv`).
+    if s.contains([',', '"', '\n', '\r']) || s.starts_with('\u{feff}') {
         out.push('"');
         out.push_str(&s.replace('"', "\"\""));
         out.push('"');
