@@ -61,8 +61,16 @@ enum Seen {
 fn run(pieces: &[&[u8]]) -> Vec<Seen> {
     let mut d = Decoder::new();
     let mut out = Vec::new();
-    let drain = |d: &mut Decoder, out: &mut Vec<Seen>| {
+    // Where the last event ended: events tile the stream in order, never overlapping.
+    let mut end = 0u64;
+    let mut drain = |d: &mut Decoder, out: &mut Vec<Seen>| {
         while let Some(e) = d.next() {
+            let (offset, len) = match &e {
+                Event::Frame(i, _) | Event::Packet(i) => (i.offset, i.len as u64),
+                Event::Error(e) => (e.offset, e.len),
+            };
+            assert!(offset >= end && len > 0, "{e:?} overlaps the event before");
+            end = offset + len;
             out.push(match e {
                 Event::Frame(i, f) => Seen::Frame {
                     offset: i.offset,
@@ -85,6 +93,7 @@ fn run(pieces: &[&[u8]]) -> Vec<Seen> {
     drain(&mut d, &mut out);
     let c = d.counts();
     assert_eq!(c.bytes, pieces.iter().map(|p| p.len() as u64).sum::<u64>());
+    assert_eq!(d.pending(), 0);
     out
 }
 

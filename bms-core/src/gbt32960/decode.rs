@@ -580,7 +580,14 @@ impl Decoder {
         } else {
             format!("the stream ends inside a packet header: {have} of its 24 bytes arrived")
         };
-        e.len = have as u64;
+        // The error covers the bytes up to the first start symbol inside them (all of them
+        // when there is none): a packet found there by the rescan below is its own event,
+        // so events never overlap (found by fuzzing).
+        let avail = &self.buf[self.pos..self.pos + have];
+        e.len = avail[1..]
+            .windows(2)
+            .position(|w| is_start_byte(w[0]) && w[0] == w[1])
+            .map_or(have, |i| i + 1) as u64;
         let offset = self.offset();
         if offset < self.quiet_until {
             // Inside a packet already reported: not reported again.
