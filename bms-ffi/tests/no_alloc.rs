@@ -132,7 +132,10 @@ fn decoder_does_not_allocate_after_warm_up() {
             match bms_gbt32960_decoder_next_frame(d, frame.as_mut_ptr()) {
                 BmsStatus::Ok => decoded += 1,
                 BmsStatus::NotReady => break,
-                s => panic!("{s:?}: {:?}", std::ffi::CStr::from_ptr(bms_last_error_message())),
+                s => panic!(
+                    "{s:?}: {:?}",
+                    std::ffi::CStr::from_ptr(bms_last_error_message())
+                ),
             }
         }
     };
@@ -142,12 +145,18 @@ fn decoder_does_not_allocate_after_warm_up() {
     unsafe {
         assert_eq!(bms_gbt32960_decoder_new(&mut d), BmsStatus::Ok);
         for p in &pieces[..warm] {
-            assert_eq!(bms_gbt32960_decoder_push(d, p.as_ptr(), p.len()), BmsStatus::Ok);
+            assert_eq!(
+                bms_gbt32960_decoder_push(d, p.as_ptr(), p.len()),
+                BmsStatus::Ok
+            );
             drain(d);
         }
         let before = allocations();
         for p in &pieces[warm..] {
-            assert_eq!(bms_gbt32960_decoder_push(d, p.as_ptr(), p.len()), BmsStatus::Ok);
+            assert_eq!(
+                bms_gbt32960_decoder_push(d, p.as_ptr(), p.len()),
+                BmsStatus::Ok
+            );
             drain(d);
         }
         pushes = allocations() - before;
@@ -155,5 +164,10 @@ fn decoder_does_not_allocate_after_warm_up() {
     }
     assert_eq!(decoded, frames.len());
     assert!(frames.len() > 1000, "{} frames", frames.len());
-    assert_eq!(pushes, 0, "{} packets allocated {pushes} times", frames.len());
+    assert_eq!(
+        pushes,
+        0,
+        "{} packets allocated {pushes} times",
+        frames.len()
+    );
 }
