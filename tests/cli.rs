@@ -671,3 +671,78 @@ fn a_simulated_capture_reads_back_as_the_simulated_frames_after_quantisation() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("2016 or 2025"), "{}", stderr(&out));
 }
+
+/// `bms predict` reads a capture as it reads frames: the same predictions as on the frames
+/// `bms ingest` decodes from it, on standard output and in the stores of `--out`; and a
+/// capture with a corrupted packet is scored past it in lenient mode, refused with
+/// `--strict`.
+#[test]
+fn predict_scores_a_capture_like_its_ingested_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("fleet.gbt32960");
+    ok(&[
+        "simulate",
+        "--vehicles",
+        "3",
+        "--days",
+        "20",
+        "--seed",
+        "11",
+        "--cells",
+        "8",
+        "--probes",
+        "2",
+        "--interval",
+        "600s",
+        "--gbt32960",
+        p(&cap),
+    ]);
+    let frames = dir.path().join("frames.csv");
+    ok(&["ingest", "-i", p(&cap), "-o", p(&frames)]);
+    let model = "models/consistency-ref14x6.onnx";
+    let from_cap = ok(&["predict", "-m", model, "-i", p(&cap)]);
+    let from_csv = ok(&["predict", "-m", model, "-i", p(&frames)]);
+    let text = String::from_utf8(from_cap.stdout.clone()).unwrap();
+    assert!(text.lines().count() > 10, "{text}");
+    assert_eq!(text, String::from_utf8(from_csv.stdout).unwrap());
+    assert!(
+        stderr(&from_cap).contains("packets"),
+        "{}",
+        stderr(&from_cap)
+    );
+
+    // The stores hold the same predictions (event ids included).
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    ok(&["predict", "-m", model, "-i", p(&cap), "--out", p(&a)]);
+    ok(&["predict", "-m", model, "-i", p(&frames), "--out", p(&b)]);
+    let events = |d: &Path| {
+        let mut lines: Vec<String> = std::fs::read_to_string(d.join("events.jsonl"))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let ea = events(&a);
+    assert!(!ea.is_empty());
+    assert_eq!(ea, events(&b));
+
+    // One packet's checksum broken in the middle of the capture.
+    let mut bytes = std::fs::read(&cap).unwrap();
+    let mid = bytes.len() / 2;
+    let at = (mid..bytes.len() - 1)
+        .find(|&i| bytes[i] == b'#' && bytes[i + 1] == b'#' && bytes[i + 2] == 0x02)
+        .unwrap();
+    bytes[at + 30] ^= 0x55;
+    let bad = dir.path().join("bad.bin");
+    std::fs::write(&bad, &bytes).unwrap();
+    let lenient = ok(&["predict", "-m", model, "-i", p(&bad)]);
+    let err = stderr(&lenient);
+    assert!(err.contains("checksum 1"), "{err}");
+    assert!(!lenient.stdout.is_empty());
+    let strict = bms(&["predict", "-m", model, "-i", p(&bad), "--strict"]);
+    assert!(!strict.status.success());
+    let err = stderr(&strict);
+    assert!(err.contains(&format!("byte offset {at}")), "{err}");
+}

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import bms
+from conftest import assert_daily_equal, run
 
 VIN = "LSPECEXAMPLE00001"
 
@@ -150,3 +151,18 @@ def test_frames_feed_daily():
     assert d["VIN"].tolist() == [VIN]
     assert d["frames"].tolist() == [1.0]
     assert d["Label"].tolist() == [1]  # alarm flag bit 10 set
+
+
+@pytest.mark.parametrize("edition", ["2016", "2025"])
+def test_a_simulated_capture_gives_the_daily_table_of_bms_daily(bms_bin, tmp_path, edition):
+    cap = tmp_path / "fleet.bin"
+    daily = tmp_path / "daily.csv"
+    run(bms_bin, "simulate", "--vehicles", 3, "--days", 6, "--seed", 5, "--cells", 10,
+        "--probes", 3, "--interval", "300s", "--gbt32960", cap, "--edition", edition)
+    run(bms_bin, "daily", "-i", cap, "-o", daily)
+    got = bms.read_gbt32960(cap)
+    assert len(got.refused) == 0
+    assert got.counts["by_command"]["vehicle login"] == 3
+    assert set(got.frames["edition"]) == {int(edition)}
+    assert_daily_equal(bms.daily(got.frames), bms.read_daily_csv(daily))
+
