@@ -5,7 +5,8 @@
 #  2. the C tests (tests/c/) and the example (examples/c/monitor.c) are compiled with the
 #     system C compiler against the header and BOTH libbms.so and libbms.a, and run under
 #     valgrind with zero errors and zero definite/indirect leaks;
-#  3. tests/c/equivalence.c checks that streaming a `bms simulate --frames` CSV through the
+#  3. tests/c/gbt32960.c decodes the protocol's worked examples through the C decoder;
+#  4. tests/c/equivalence.c checks that streaming a `bms simulate --frames` CSV through the
 #     monitor gives exactly `bms daily` and `bms windows` + `bms predict`.
 # Tools are installed idempotently under $BMS_CI_TOOLS (default /var/cache/bms-ci/tools,
 # outside the clone).
@@ -72,7 +73,7 @@ CFLAGS=(-std=c99 -O1 -g -Wall -Wextra -Werror -Ibms-ffi/include)
 # --gc-sections and -S (no debug info from the archive) keep each static test binary at
 # tens of MB instead of hundreds (the debug libbms.a is ~0.9 GB).
 STATIC_LIBS=(-lm -lpthread -ldl -lrt -Wl,-z,noexecstack,--gc-sections,-S)
-for prog in tests/c/errors.c tests/c/equivalence.c examples/c/monitor.c; do
+for prog in tests/c/errors.c tests/c/equivalence.c tests/c/gbt32960.c examples/c/monitor.c; do
   name=$(basename "$prog" .c)
   gcc "${CFLAGS[@]}" "$prog" -L"$libdir" -lbms -Wl,-rpath,"$libdir" -lm -o "$work/$name-shared"
   gcc "${CFLAGS[@]}" "$prog" "$a" "${STATIC_LIBS[@]}" -o "$work/$name-static"
@@ -110,6 +111,7 @@ VALGRIND=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-ki
 for kind in shared static; do
   echo "== C tests against libbms ($kind) under valgrind"
   "${VALGRIND[@]}" "$work/errors-$kind" "$model"
+  "${VALGRIND[@]}" "$work/gbt32960-$kind" "$model"
   "${VALGRIND[@]}" "$work/equivalence-$kind" "$model" "$work/frames.csv" "$work/daily.csv" "$work/predictions.csv"
   "${VALGRIND[@]}" "$work/monitor-$kind" "$model" "$work/frames.csv" >"$work/monitor-$kind.csv" 2>/dev/null
   # One line per daily row (plus the header), each with the row's date.

@@ -197,6 +197,41 @@ fn batch_csv_reference_lines_and_rejects() {
     assert_eq!((r.read, r.accepted, r.data.x.dim()), (0, 0, (0, 84)));
 }
 
+/// Found by fuzzing (fuzz target `batch_csv`): a number beyond `f32`'s range (`1e39`) is
+/// read as an infinity, which the batch writer wrote as `inf`, which the reader refuses; it
+/// is written as the decimal just above `f32::MAX` and reads back the same.
+#[test]
+fn batch_infinities_from_huge_numbers_round_trip() {
+    let r = batch(
+        "V1,2024-01-01,1,1e39,-1e300\nV1,2024-01-02,3.4028235e38,-3.4028235e38,0\n",
+        3,
+        ReadMode::Strict,
+    )
+    .unwrap();
+    let x = &r.data.x;
+    assert_eq!(
+        x.row(0).to_vec(),
+        vec![1.0, f32::INFINITY, f32::NEG_INFINITY]
+    );
+    assert_eq!(x.row(1).to_vec(), vec![f32::MAX, f32::MIN, 0.0]);
+    let windows = bms_core::WindowBatch {
+        x: x.clone(),
+        y: ndarray::Array1::zeros(2),
+        keys: r.data.keys.clone(),
+    };
+    let mut text = Vec::new();
+    io::batch_csv::write_batch_csv_to(&mut text, &windows, false).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert_eq!(
+        text,
+        "V1,2024-01-01,1.0,3.4028236e38,-3.4028236e38\n\
+         V1,2024-01-02,3.4028235e38,-3.4028235e38,0.0\n"
+    );
+    let again = batch(&text, 3, ReadMode::Strict).unwrap();
+    assert_eq!(again.data.x, *x);
+    assert_eq!(again.data.keys, r.data.keys);
+}
+
 #[test]
 fn windows_written_as_batch_read_back_identically() {
     let mut rows = vec![];
@@ -405,6 +440,32 @@ fn parquet_errors_are_clear() {
     let e =
         io::read_frames_parquet(&dir.path().join("missing.parquet"), ReadMode::Strict).unwrap_err();
     assert!(matches!(e, BmsError::Io { .. }), "{e}");
+}
+
+/// Found by fuzzing (fuzz targets `daily_parquet`, `frames_parquet`): malformed files on
+/// which the parquet crate panics instead of failing ("Decoder for dict should have been
+/// set"; an index out of bounds in its byte-stream-split decoder) are errors naming the file.
+#[test]
+fn malformed_parquet_on_which_the_decoder_panics_is_an_error() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let daily = data.join("fuzz-daily-dictionary-page-missing.parquet");
+    let e = io::read_daily_parquet(&daily).unwrap_err();
+    assert!(matches!(e, BmsError::Parquet { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("fuzz-daily-dictionary-page-missing.parquet"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the file is malformed (the Parquet decoder failed: "),
+        "{text}"
+    );
+    let frames = data.join("fuzz-frames-byte-stream-split-short.parquet");
+    for mode in [ReadMode::Strict, ReadMode::Lenient] {
+        let e = io::read_frames_parquet(&frames, mode).unwrap_err();
+        assert!(matches!(e, BmsError::Parquet { .. }), "{e:?}");
+        assert!(e.to_string().contains("the file is malformed"), "{e}");
+    }
 }
 
 #[test]

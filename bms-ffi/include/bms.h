@@ -62,6 +62,10 @@ enum bms_status
   // An internal error was caught at the boundary (a bug); the handle involved should
   // be freed and not used further.
   BMS_STATUS_PANIC = 10,
+  // `bms_gbt32960_decoder_next_frame` refused a packet (or a run of bytes): the message
+  // says where (stream byte offset), which packet and why. Decoding goes on with the
+  // next call.
+  BMS_STATUS_BAD_PACKET = 11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -88,6 +92,10 @@ typedef enum bms_chemistry bms_chemistry;
 typedef uint32_t bms_chemistry;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
+
+// The streaming GB/T 32960.3 decoder (opaque; both editions, told per packet): bytes in
+// pieces of any size, frames out. Not for concurrent use.
+typedef struct bms_gbt32960_decoder bms_gbt32960_decoder;
 
 // A loaded model (opaque). Immutable; shareable by threads.
 typedef struct bms_model bms_model;
@@ -155,6 +163,52 @@ typedef struct bms_daily_row {
   // frames.
   double label;
 } bms_daily_row;
+
+// A frame decoded from a realtime (`0x02`) or reissue (`0x03`) packet, in the fields of
+// `bms_monitor_push_frame`. `vin`, `cells` and `temps` point into the decoder and stay
+// valid until the next call on it.
+typedef struct bms_gbt32960_frame {
+  // The packet's VIN, NUL-terminated.
+  const char *vin;
+  // The data unit's time, ms since the Unix epoch (UTC).
+  int64_t timestamp_ms;
+  // V, A (the source's sign: discharge positive), %; NaN when the packet had no vehicle
+  // item or the value was invalid.
+  double pack_voltage;
+  double pack_current;
+  double soc;
+  // Cell voltages (V), in pack then cell order; NaN for invalid readings.
+  const double *cells;
+  size_t n_cells;
+  // Probe temperatures (°C); NaN for invalid readings.
+  const double *temps;
+  size_t n_temps;
+  // The general alarm flags, or `BMS_NO_ALARM_FLAGS` when the packet had none.
+  int64_t alarm_flags;
+  // Stream byte offset of the packet's first byte.
+  uint64_t offset;
+  // 2016 or 2025.
+  uint16_t edition;
+  // `0x02` realtime or `0x03` reissue.
+  uint8_t command;
+} bms_gbt32960_frame;
+
+// What a decoder has seen so far. `bytes` = bytes of accepted packets + `error_bytes`.
+typedef struct bms_gbt32960_counts {
+  // Bytes consumed (accepted packets and refused bytes).
+  uint64_t bytes;
+  // Packets accepted (every command).
+  uint64_t packets;
+  // Frames produced.
+  uint64_t frames;
+  // Accepted realtime/reissue packets without cell voltages or temperatures.
+  uint64_t no_frame;
+  // Accepted reply packets.
+  uint64_t replies;
+  // Packets or byte runs refused, and their bytes.
+  uint64_t errors;
+  uint64_t error_bytes;
+} bms_gbt32960_counts;
 
 #ifdef __cplusplus
 extern "C" {
@@ -345,6 +399,56 @@ bms_status bms_monitor_day(const struct bms_monitor *monitor,
 // # Safety
 // `monitor` is NULL or a live monitor; `out` NULL or writable.
 bms_status bms_monitor_current_day(const struct bms_monitor *monitor, int64_t *out);
+
+// Makes a decoder; on success `*out` receives one to release with
+// `bms_gbt32960_decoder_free`.
+//
+// # Safety
+// `out` NULL or writable.
+bms_status bms_gbt32960_decoder_new(struct bms_gbt32960_decoder **out);
+
+// Releases a decoder. NULL is a no-op.
+//
+// # Safety
+// `decoder` is NULL or a decoder from `bms_gbt32960_decoder_new` not yet freed.
+void bms_gbt32960_decoder_free(struct bms_gbt32960_decoder *decoder);
+
+// Appends `len` bytes of the stream (any piece: a TCP read, one byte, a whole file). The
+// decoder copies them; it holds at most one incomplete packet beyond what
+// `bms_gbt32960_decoder_next_frame` has not yet drained, so drain after each push.
+//
+// # Safety
+// `decoder` is NULL or a live decoder; `bytes` points to `len` readable bytes.
+bms_status bms_gbt32960_decoder_push(struct bms_gbt32960_decoder *decoder,
+                                     const uint8_t *bytes,
+                                     size_t len);
+
+// Marks the end of the stream: what is left (a truncated packet, bytes that are not a
+// packet) is then reported by `bms_gbt32960_decoder_next_frame`. Pushing more bytes after
+// it continues the stream.
+//
+// # Safety
+// `decoder` is NULL or a live decoder.
+bms_status bms_gbt32960_decoder_finish(struct bms_gbt32960_decoder *decoder);
+
+// The next frame of the stream pushed so far. Returns `BMS_STATUS_OK` with `*out` written;
+// `BMS_STATUS_BAD_PACKET` for a refused packet (`bms_last_error_message()` names its
+// byte offset, command, VIN and reason; call again to go on); or `BMS_STATUS_NOT_READY`
+// when the decoder needs more bytes (after `bms_gbt32960_decoder_finish`: the stream is
+// exhausted). Packets that carry no frame (logins, heartbeats, replies…) are skipped and
+// counted.
+//
+// # Safety
+// `decoder` is NULL or a live decoder; `out` NULL or writable.
+bms_status bms_gbt32960_decoder_next_frame(struct bms_gbt32960_decoder *decoder,
+                                           struct bms_gbt32960_frame *out);
+
+// The decoder's counts so far.
+//
+// # Safety
+// `decoder` is NULL or a live decoder; `out` NULL or writable.
+bms_status bms_gbt32960_decoder_counts(const struct bms_gbt32960_decoder *decoder,
+                                       struct bms_gbt32960_counts *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -51,6 +51,7 @@ use std::sync::Arc;
 
 use bms_core::daily::DailyColumn;
 use bms_core::features::{DEFAULT_ALARM_SPREAD_V, FeatureConfig, frame_features};
+use bms_core::gbt32960::{DecodeCounts, Decoder, Event};
 use bms_core::monitor::{ClosedDay, Monitor, MonitorConfig};
 use bms_core::{BmsError, Chemistry, FrameRef, Model, OcvCurve, UtcOffset};
 
@@ -87,6 +88,10 @@ pub enum BmsStatus {
     /// An internal error was caught at the boundary (a bug); the handle involved should
     /// be freed and not used further.
     Panic = 10,
+    /// `bms_gbt32960_decoder_next_frame` refused a packet (or a run of bytes): the message
+    /// says where (stream byte offset), which packet and why. Decoding goes on with the
+    /// next call.
+    BadPacket = 11,
 }
 
 /// Chemistry of `bms_monitor_config.chemistry` and `bms_frame_compute_features`: selects
@@ -928,6 +933,212 @@ pub unsafe extern "C" fn bms_monitor_current_day(
             .current_day()
             .ok_or_else(|| err(BmsStatus::NotReady, "no frame pushed yet"))?;
         write(out, day);
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// GB/T 32960 decoder
+// ---------------------------------------------------------------------------------------
+
+/// The streaming GB/T 32960.3 decoder (opaque; both editions, told per packet): bytes in
+/// pieces of any size, frames out. Not for concurrent use.
+pub struct BmsGbt32960Decoder {
+    decoder: Decoder,
+    /// The last frame's VIN, NUL-terminated, borrowed by `BmsGbt32960Frame::vin`.
+    vin: [u8; 18],
+}
+
+/// A frame decoded from a realtime (`0x02`) or reissue (`0x03`) packet, in the fields of
+/// `bms_monitor_push_frame`. `vin`, `cells` and `temps` point into the decoder and stay
+/// valid until the next call on it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct BmsGbt32960Frame {
+    /// The packet's VIN, NUL-terminated.
+    pub vin: *const c_char,
+    /// The data unit's time, ms since the Unix epoch (UTC).
+    pub timestamp_ms: i64,
+    /// V, A (the source's sign: discharge positive), %; NaN when the packet had no vehicle
+    /// item or the value was invalid.
+    pub pack_voltage: f64,
+    pub pack_current: f64,
+    pub soc: f64,
+    /// Cell voltages (V), in pack then cell order; NaN for invalid readings.
+    pub cells: *const f64,
+    pub n_cells: usize,
+    /// Probe temperatures (°C); NaN for invalid readings.
+    pub temps: *const f64,
+    pub n_temps: usize,
+    /// The general alarm flags, or `BMS_NO_ALARM_FLAGS` when the packet had none.
+    pub alarm_flags: i64,
+    /// Stream byte offset of the packet's first byte.
+    pub offset: u64,
+    /// 2016 or 2025.
+    pub edition: u16,
+    /// `0x02` realtime or `0x03` reissue.
+    pub command: u8,
+}
+
+/// What a decoder has seen so far. `bytes` = bytes of accepted packets + `error_bytes`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BmsGbt32960Counts {
+    /// Bytes consumed (accepted packets and refused bytes).
+    pub bytes: u64,
+    /// Packets accepted (every command).
+    pub packets: u64,
+    /// Frames produced.
+    pub frames: u64,
+    /// Accepted realtime/reissue packets without cell voltages or temperatures.
+    pub no_frame: u64,
+    /// Accepted reply packets.
+    pub replies: u64,
+    /// Packets or byte runs refused, and their bytes.
+    pub errors: u64,
+    pub error_bytes: u64,
+}
+
+fn counts_of(c: &DecodeCounts) -> BmsGbt32960Counts {
+    BmsGbt32960Counts {
+        bytes: c.bytes,
+        packets: c.packets(),
+        frames: c.frames,
+        no_frame: c.no_frame,
+        replies: c.replies,
+        errors: c.errors,
+        error_bytes: c.error_bytes,
+    }
+}
+
+/// Makes a decoder; on success `*out` receives one to release with
+/// `bms_gbt32960_decoder_free`.
+///
+/// # Safety
+/// `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bms_gbt32960_decoder_new(out: *mut *mut BmsGbt32960Decoder) -> BmsStatus {
+    boundary("bms_gbt32960_decoder_new", || {
+        let out = out_ptr(out, "out")?;
+        let d = BmsGbt32960Decoder {
+            decoder: Decoder::new(),
+            vin: [0; 18],
+        };
+        write(out, Box::into_raw(Box::new(d)));
+        Ok(())
+    })
+}
+
+/// Releases a decoder. NULL is a no-op.
+///
+/// # Safety
+/// `decoder` is NULL or a decoder from `bms_gbt32960_decoder_new` not yet freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bms_gbt32960_decoder_free(decoder: *mut BmsGbt32960Decoder) {
+    // SAFETY: made by Box::into_raw in bms_gbt32960_decoder_new, freed once by contract.
+    unsafe { free_handle(decoder) }
+}
+
+/// Appends `len` bytes of the stream (any piece: a TCP read, one byte, a whole file). The
+/// decoder copies them; it holds at most one incomplete packet beyond what
+/// `bms_gbt32960_decoder_next_frame` has not yet drained, so drain after each push.
+///
+/// # Safety
+/// `decoder` is NULL or a live decoder; `bytes` points to `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bms_gbt32960_decoder_push(
+    decoder: *mut BmsGbt32960Decoder,
+    bytes: *const u8,
+    len: usize,
+) -> BmsStatus {
+    boundary("bms_gbt32960_decoder_push", || {
+        let d = non_null_mut(decoder, "decoder")?;
+        let bytes = slice(bytes, len, "bytes")?;
+        d.decoder.push(bytes);
+        Ok(())
+    })
+}
+
+/// Marks the end of the stream: what is left (a truncated packet, bytes that are not a
+/// packet) is then reported by `bms_gbt32960_decoder_next_frame`. Pushing more bytes after
+/// it continues the stream.
+///
+/// # Safety
+/// `decoder` is NULL or a live decoder.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bms_gbt32960_decoder_finish(
+    decoder: *mut BmsGbt32960Decoder,
+) -> BmsStatus {
+    boundary("bms_gbt32960_decoder_finish", || {
+        non_null_mut(decoder, "decoder")?.decoder.finish();
+        Ok(())
+    })
+}
+
+/// The next frame of the stream pushed so far. Returns `BMS_STATUS_OK` with `*out` written;
+/// `BMS_STATUS_BAD_PACKET` for a refused packet (`bms_last_error_message()` names its
+/// byte offset, command, VIN and reason; call again to go on); or `BMS_STATUS_NOT_READY`
+/// when the decoder needs more bytes (after `bms_gbt32960_decoder_finish`: the stream is
+/// exhausted). Packets that carry no frame (logins, heartbeats, replies…) are skipped and
+/// counted.
+///
+/// # Safety
+/// `decoder` is NULL or a live decoder; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bms_gbt32960_decoder_next_frame(
+    decoder: *mut BmsGbt32960Decoder,
+    out: *mut BmsGbt32960Frame,
+) -> BmsStatus {
+    boundary("bms_gbt32960_decoder_next_frame", || {
+        let d = non_null_mut(decoder, "decoder")?;
+        let out = out_ptr(out, "out")?;
+        loop {
+            match d.decoder.next() {
+                None => return Err(err(BmsStatus::NotReady, "the decoder needs more bytes")),
+                Some(Event::Packet(_)) => continue,
+                Some(Event::Error(e)) => return Err(err(BmsStatus::BadPacket, e.to_string())),
+                Some(Event::Frame(info, f)) => {
+                    // A VIN is at most 17 printable ASCII bytes (checked by the decoder).
+                    let n = f.vin.len().min(17);
+                    d.vin = [0; 18];
+                    d.vin[..n].copy_from_slice(&f.vin.as_bytes()[..n]);
+                    write(
+                        out,
+                        BmsGbt32960Frame {
+                            vin: d.vin.as_ptr().cast(),
+                            timestamp_ms: f.timestamp_ms,
+                            pack_voltage: f.pack_voltage,
+                            pack_current: f.pack_current,
+                            soc: f.soc,
+                            cells: f.cell_voltages.as_ptr(),
+                            n_cells: f.cell_voltages.len(),
+                            temps: f.temperatures.as_ptr(),
+                            n_temps: f.temperatures.len(),
+                            alarm_flags: f.alarm_flags.map_or(BMS_NO_ALARM_FLAGS, i64::from),
+                            offset: info.offset,
+                            edition: info.edition.year(),
+                            command: info.command,
+                        },
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    })
+}
+
+/// The decoder's counts so far.
+///
+/// # Safety
+/// `decoder` is NULL or a live decoder; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bms_gbt32960_decoder_counts(
+    decoder: *const BmsGbt32960Decoder,
+    out: *mut BmsGbt32960Counts,
+) -> BmsStatus {
+    boundary("bms_gbt32960_decoder_counts", || {
+        let d = non_null(decoder, "decoder")?;
+        write(out_ptr(out, "out")?, counts_of(d.decoder.counts()));
         Ok(())
     })
 }

@@ -13,6 +13,7 @@ mod vins;
 mod convert;
 mod daily;
 mod features;
+mod gbt32960;
 mod io;
 mod model;
 mod monitor;
@@ -111,6 +112,7 @@ fn _bms(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simulate::simulate, m)?)?;
     m.add_class::<PyModel>()?;
     m.add_class::<monitor::PyMonitor>()?;
+    m.add_class::<gbt32960::PyGbt32960Decoder>()?;
     m.add_class::<batch::PySummary>()?;
     m.add_class::<batch::PyEvaluation>()?;
     m.add_function(wrap_pyfunction!(batch::score_file, m)?)?;

@@ -11,6 +11,7 @@
 //! reference columns, `Label`, then the extended columns, all `double`.
 
 use std::fs::File;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -381,13 +382,53 @@ fn flags(a: &ArrayRef, file: &Path) -> Result<Vec<Option<i64>>> {
     })
 }
 
-fn open_batches(path: &Path) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+/// The record batches of a Parquet file, each decoded inside [`shielded`]; a decoding
+/// error is this file's [`BmsError::Parquet`].
+struct Batches<'p> {
+    path: &'p Path,
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match shielded(self.path, || Ok(self.reader.next())) {
+            Ok(next) => next.map(|b| b.map_err(|e| pq_err(self.path, e))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// Runs a call into the parquet crate, which panics on some malformed files instead of
+/// returning an error (found by fuzzing: "Decoder for dict should have been set" from a
+/// data page that needs a dictionary when the column chunk has none, parquet 60.1): such a
+/// panic is an error naming the file, not the caller's crash.
+fn shielded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(BmsError::Parquet {
+            file: Some(path.to_path_buf()),
+            message: format!("the file is malformed (the Parquet decoder failed: {what})"),
+            source: None,
+        })
+    })
+}
+
+fn open_batches(path: &Path) -> Result<Batches<'_>> {
     let file = File::open(path).map_err(|e| BmsError::io(path, e))?;
-    ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| pq_err(path, e))?
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(|e| pq_err(path, e))
+    let reader = shielded(path, || {
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| pq_err(path, e))?
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| pq_err(path, e))
+    })?;
+    Ok(Batches { path, reader })
 }
 
 /// Reads a frame Parquet file. Rows are numbered from 1 in errors and rejects.
@@ -396,7 +437,7 @@ pub fn read_frames_parquet(path: &Path, mode: ReadMode) -> Result<ReadReport<Fra
     let mut sink = RejectSink::new(mode);
     let mut row0 = 0u64;
     for batch in open_batches(path)? {
-        let batch = batch.map_err(|e| pq_err(path, e))?;
+        let batch = batch?;
         let vin = strings(
             column(&batch, "vin", path, true)?.expect("required"),
             "vin",
@@ -545,7 +586,7 @@ pub fn read_daily_parquet(path: &Path) -> Result<DailyTable> {
     let mut seen = std::collections::HashMap::new();
     let mut row0 = 0u64;
     for batch in open_batches(path)? {
-        let batch = batch.map_err(|e| pq_err(path, e))?;
+        let batch = batch?;
         let vin = strings(
             column(&batch, "VIN", path, true)?.expect("required"),
             "VIN",

@@ -62,10 +62,12 @@ __all__ = [
     "BmsFileNotFoundError",
     "BmsIOError",
     "BmsPermissionError",
+    "Capture",
     "DAILY_COLUMNS",
     "EXTENDED_COLUMNS",
     "Evaluation",
     "FRAME_FEATURE_NAMES",
+    "Gbt32960Decoder",
     "InvalidInputError",
     "Model",
     "ModelError",
@@ -78,6 +80,7 @@ __all__ = [
     "frame_features",
     "read_batch_csv",
     "read_daily_csv",
+    "read_gbt32960",
     "score_file",
     "simulate",
     "windows",
@@ -819,6 +822,206 @@ def read_batch_csv(
 
 # --------------------------------------------------------------------------------------
 # Simulator
+
+
+# --------------------------------------------------------------------------------------
+# GB/T 32960 captures
+
+_REFUSED_COLUMNS = ["offset", "length", "kind", "command", "vin", "reason"]
+
+
+class Capture(NamedTuple):
+    """What a GB/T 32960 stream decoded to (:func:`read_gbt32960`,
+    :meth:`Gbt32960Decoder.push`)."""
+
+    frames: pd.DataFrame
+    """One row per frame in stream order: ``vin``, ``timestamp`` (ms since the epoch, UTC),
+    ``pack_voltage``, ``pack_current``, ``soc``, list columns ``cell_voltages`` and
+    ``temperatures`` (NaN = invalid reading), ``alarm_flags`` (nullable Int64), and where
+    it came from: ``offset`` (stream byte offset of the packet), ``edition`` (2016 or
+    2025), ``command`` (2 realtime, 3 reissue). :func:`daily` takes it as is."""
+    refused: pd.DataFrame
+    """One row per refused packet or run of bytes: ``offset``, ``length``, ``kind``
+    (``checksum``, ``encrypted``, ``truncated``, ``layout``, ``time``, ``not-a-packet``),
+    ``command``, ``vin`` (None when unreadable) and ``reason``."""
+    counts: "dict[str, Any]"
+    """The decoder's counts so far: ``bytes``, ``packets``, ``by_command``, ``frames``,
+    ``no_frame``, ``replies``, ``errors``, ``errors_by_kind``, ``error_bytes`` and
+    ``summary`` (the line ``bms ingest`` prints)."""
+
+
+def _capture(d: "dict[str, Any]", refused: "list[tuple[Any, ...]]", counts: "dict[str, Any]") -> Capture:
+    vins = np.asarray(d["vins"], dtype=object)
+    codes = d["codes"]
+    n = len(codes)
+    flags = pd.array(d["alarm_flags"], dtype="Int64")
+    flags[d["alarm_flags"] < 0] = pd.NA
+    co, to = d["cell_offsets"], d["temp_offsets"]
+    cells, temps = d["cells"], d["temps"]
+    frames = pd.DataFrame(
+        {
+            "vin": vins[codes] if n else np.array([], dtype=object),
+            "timestamp": d["timestamp_ms"],
+            "pack_voltage": d["pack_voltage"],
+            "pack_current": d["pack_current"],
+            "soc": d["soc"],
+            "cell_voltages": pd.Series([cells[co[i]:co[i + 1]] for i in range(n)], dtype=object),
+            "temperatures": pd.Series([temps[to[i]:to[i + 1]] for i in range(n)], dtype=object),
+            "alarm_flags": flags,
+            "offset": d["offset"].astype(np.int64),
+            "edition": d["edition"].astype(np.int64),
+            "command": d["command"].astype(np.int64),
+        }
+    )
+    refused_df = pd.DataFrame([r[:6] for r in refused], columns=_REFUSED_COLUMNS)
+    if len(refused_df):
+        refused_df["offset"] = refused_df["offset"].astype(np.int64)
+        refused_df["length"] = refused_df["length"].astype(np.int64)
+    return Capture(frames, refused_df, counts)
+
+
+class Gbt32960Decoder:
+    """The streaming GB/T 32960.3 decoder (both editions, told per packet; the code
+    ``bms ingest`` and the C library's ``bms_gbt32960_decoder`` run): push the bytes of a
+    stream as they arrive, in pieces of any size, and get the frames completed by each
+    piece. Refused packets (wrong checksum, encrypted, truncated, bad layout, impossible
+    time) are reported with their byte offset and skipped; decoding goes on. Memory is at
+    most one packet beyond what each call returns.
+
+    ::
+
+        dec = bms.Gbt32960Decoder()
+        for chunk in socket_chunks:
+            got = dec.push(chunk)          # got.frames, got.refused
+        last = dec.finish()                # a truncated final packet is reported here
+    """
+
+    __slots__ = ("_d",)
+
+    def __init__(self) -> None:
+        self._d = _bms.Gbt32960Decoder()
+
+    def push(self, data: "Union[bytes, bytearray, memoryview]") -> Capture:
+        """Appends ``data`` to the stream; returns the frames and refusals it completed."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data: expected bytes, got {type(data).__name__}")
+        self._d.push(bytes(data))
+        return self._take()
+
+    def finish(self) -> Capture:
+        """Ends the stream: returns what is left (a truncated last packet is refused)."""
+        self._d.finish()
+        return self._take()
+
+    @property
+    def pending(self) -> int:
+        """Bytes held waiting for the rest of a packet."""
+        return self._d.pending()
+
+    @property
+    def counts(self) -> "dict[str, Any]":
+        """The counts so far (see :attr:`Capture.counts`)."""
+        return self._d.counts()
+
+    def _take(self) -> Capture:
+        d, refused = self._d.drain()
+        return _capture(d, refused, self._d.counts())
+
+
+def read_gbt32960(source: "Union[PathLike, bytes, bytearray, memoryview, Any]", *, strict: bool = False) -> Capture:
+    """Decodes a GB/T 32960 capture: a file path, bytes, or a binary file object (read in
+    chunks). Returns every frame and every refused packet (:class:`Capture`); with
+    ``strict=True`` the first refused packet raises :class:`InvalidInputError` naming its
+    byte offset, command, VIN and reason.
+
+    Raises:
+        BmsFileNotFoundError, BmsPermissionError, BmsIOError: the file cannot be read.
+        InvalidInputError: with ``strict``, a refused packet.
+        TypeError: ``source`` is none of the above, or a file object returns text.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name = "<bytes>"
+        chunks: Any = [bytes(source)]
+    elif isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        try:
+            f = open(name, "rb")
+        except FileNotFoundError as e:
+            raise BmsFileNotFoundError(f"{name}: {e.strerror}") from e
+        except PermissionError as e:
+            raise BmsPermissionError(f"{name}: {e.strerror}") from e
+        except OSError as e:
+            raise BmsIOError(f"{name}: {e.strerror or e}") from e
+        chunks = _chunks(f, close=True)
+    elif hasattr(source, "read"):
+        name = str(getattr(source, "name", "<stream>"))
+        chunks = _chunks(source, close=False)
+    else:
+        raise TypeError(f"source: expected a path, bytes or a binary file, got {type(source).__name__}")
+    dec = _bms.Gbt32960Decoder()
+    frames: "list[dict[str, Any]]" = []
+    refused: "list[tuple[Any, ...]]" = []
+
+    def take() -> None:
+        d, r = dec.drain()
+        if len(d["codes"]):
+            frames.append(d)
+        if strict and r:
+            raise InvalidInputError(f"{name}: {r[0][6]}")
+        refused.extend(r)
+
+    for chunk in chunks:
+        if not isinstance(chunk, (bytes, bytearray)):
+            raise TypeError(
+                f"{name}: the file object returned {type(chunk).__name__}, not bytes "
+                "(open it in binary mode)"
+            )
+        dec.push(bytes(chunk))
+        take()
+    dec.finish()
+    take()
+    return _capture(_merge_frames(frames), refused, dec.counts())
+
+
+def _merge_frames(parts: "list[dict[str, Any]]") -> "dict[str, Any]":
+    """One set of frame columns from several drains (codes and offsets shifted)."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        d, _ = _bms.Gbt32960Decoder().drain()
+        return d
+    vins: "list[str]" = []
+    codes, co, to = [], [np.zeros(1, np.int64)], [np.zeros(1, np.int64)]
+    n_cells = n_temps = 0
+    for p in parts:
+        codes.append(p["codes"] + len(vins))
+        vins.extend(p["vins"])
+        co.append(p["cell_offsets"][1:] + n_cells)
+        to.append(p["temp_offsets"][1:] + n_temps)
+        n_cells += len(p["cells"])
+        n_temps += len(p["temps"])
+    out: "dict[str, Any]" = {
+        "vins": vins,
+        "codes": np.concatenate(codes),
+        "cell_offsets": np.concatenate(co),
+        "temp_offsets": np.concatenate(to),
+    }
+    for k in ("timestamp_ms", "pack_voltage", "pack_current", "soc", "cells", "temps",
+              "alarm_flags", "offset", "edition", "command"):
+        out[k] = np.concatenate([p[k] for p in parts])
+    return out
+
+
+def _chunks(f: Any, close: bool, size: int = 1 << 20) -> Any:
+    try:
+        while True:
+            chunk = f.read(size)
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        if close:
+            f.close()
 
 
 class Simulation(NamedTuple):
