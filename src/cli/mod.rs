@@ -2,6 +2,7 @@
 
 pub mod daily;
 pub mod demo;
+pub mod gateway;
 pub mod ingest;
 pub mod predict;
 pub mod report;
@@ -44,6 +45,9 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Simulate a fleet: frames, daily table and truth (weak cells, first alarms).
     Simulate(simulate::SimulateArgs),
+    /// The platform side of GB/T 32960: a TCP gateway that answers vehicles, stores every
+    /// acknowledged frame and records a prediction whenever a vehicle's day closes.
+    Gateway(gateway::GatewayArgs),
     /// Serve a model over HTTP: the SageMaker container contract (/ping, /invocations,
     /// /execution-parameters), the online API (/v1/predict) and /metrics.
     Serve(serve::ServeArgs),
@@ -59,6 +63,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Simulate(args) => simulate::run(args),
         Command::Report(args) => report::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Gateway(args) => gateway::run(args),
     }
 }
 
