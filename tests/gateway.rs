@@ -736,3 +736,50 @@ fn a_failed_journal_write_is_not_acknowledged() {
     let (_, sent) = ingest(fleet.dir.path(), "one", &pkts[..2]);
     assert_eq!(canon(stored.into_iter().map(|(_, f)| f)), canon(sent));
 }
+
+#[test]
+fn frames_acknowledged_before_a_crash_are_recovered_at_the_next_start() {
+    let fleet = fleet(1, 3);
+    let pkts: Vec<&Pkt> = fleet.packets.iter().collect();
+    let store = fleet.dir.path().join("store");
+    let mut gw = Gateway::start(&store, &[]);
+    let mut c = Client::connect(gw.addr);
+    let bytes: Vec<u8> = pkts.iter().flat_map(|p| p.bytes.clone()).collect();
+    c.send(&bytes, 4096);
+    c.wait_replies(pkts.len());
+    // SIGKILL: no flush. Every acknowledged frame is in the journal.
+    gw.child.kill().unwrap();
+    gw.child.wait().unwrap();
+    assert!(stored_frames(&store).is_empty());
+    let mut gw = Gateway::start(&store, &[]);
+    assert!(gw.stop().success(), "{}", gw.log());
+    assert!(gw.log().contains("recovered"), "{}", gw.log());
+    let (_, sent) = ingest(fleet.dir.path(), "sent", &pkts);
+    assert_eq!(
+        canon(stored_frames(&store).into_iter().map(|(_, f)| f)),
+        canon(sent)
+    );
+    assert!(!store.join("journal").read_dir().unwrap().any(|_| true));
+}
+
+#[test]
+fn help_explains_the_gateway() {
+    let out = common::bms(&["gateway", "--help"]);
+    assert!(out.status.success());
+    let h = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--model",
+        "--store",
+        "--admin",
+        "--registry",
+        "--max-connections",
+        "--idle-timeout",
+        "--utc-offset",
+    ] {
+        assert!(h.contains(flag), "gateway --help lacks {flag}");
+    }
+    assert!(h.contains("fsynced"), "{h}");
+    let out = common::bms(&["--help"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gateway"));
+}

@@ -13,17 +13,7 @@ use clap::Args;
 
 use crate::gateway::{self, GatewayConfig};
 
-/// The platform side of GB/T 32960.3: vehicles connect over TCP and send 2016 (`##`) or
-/// 2025 (`$$`) packets; the gateway answers with the standard's responses, stores every
-/// acknowledged frame and predicts each vehicle's alarm whenever one of its days closes.
-///
-/// A realtime or reissue report is answered `01` (success) only after its packet is
-/// fsynced to the journal under DIR/journal/; on SIGTERM/SIGINT (and at the next start
-/// after a crash) the journal becomes DIR/frames/date=YYYY-MM-DD/*.parquet. Predictions go
-/// to DIR/results.sqlite and DIR/events.jsonl, the stores `bms predict --out` writes, with
-/// the same event ids. Realtime frames newer than the vehicle's latest feed its monitor;
-/// reissued and older frames are stored as history only. Refused and unreadable packets
-/// are logged with their byte offset and never answered.
+/// Flags of `bms gateway` (its help text is on [`super::Command::Gateway`]).
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
 pub struct GatewayArgs {
