@@ -2,5 +2,6 @@
 //! own module under [`cli`] as an args struct plus a `run` function.
 
 pub mod cli;
+pub mod gateway;
 pub mod report;
 pub mod serve;

@@ -2,6 +2,7 @@
 
 pub mod daily;
 pub mod demo;
+pub mod gateway;
 pub mod ingest;
 pub mod predict;
 pub mod report;
@@ -44,6 +45,21 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Simulate a fleet: frames, daily table and truth (weak cells, first alarms).
     Simulate(simulate::SimulateArgs),
+    /// The platform side of GB/T 32960: a TCP gateway that answers vehicles, stores every
+    /// acknowledged frame and records a prediction whenever a vehicle's day closes.
+    ///
+    /// Vehicles log in and send 2016 (`##`) or 2025 (`$$`) packets; each gets the
+    /// standard's response packets. A login is refused (`02`, or `04` in 2025) when
+    /// --registry does not list the VIN.
+    ///
+    /// A realtime or reissue report is answered `01` (success) only after its packet is
+    /// fsynced to the journal under DIR/journal/; on SIGTERM/SIGINT (and at the next start
+    /// after a crash) the journal becomes DIR/frames/date=YYYY-MM-DD/*.parquet. Predictions go
+    /// to DIR/results.sqlite and DIR/events.jsonl, the stores `bms predict --out` writes, with
+    /// the same event ids. Realtime frames newer than the vehicle's latest feed its monitor;
+    /// reissued and older frames are stored as history only. Refused and unreadable packets
+    /// are logged with their byte offset and never answered.
+    Gateway(gateway::GatewayArgs),
     /// Serve a model over HTTP: the SageMaker container contract (/ping, /invocations,
     /// /execution-parameters), the online API (/v1/predict) and /metrics.
     Serve(serve::ServeArgs),
@@ -59,6 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Simulate(args) => simulate::run(args),
         Command::Report(args) => report::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Gateway(args) => gateway::run(args),
     }
 }
 

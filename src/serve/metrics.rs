@@ -119,6 +119,16 @@ impl Metrics {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Predictions written to the stores.
+    pub fn stored(&self) -> u64 {
+        self.store_written.load(Ordering::Relaxed)
+    }
+
+    /// Failed store writes.
+    pub fn store_errors(&self) -> u64 {
+        self.store_errors.load(Ordering::Relaxed)
+    }
+
     pub fn rows_scored(&self) -> u64 {
         self.rows_scored.load(Ordering::Relaxed)
     }

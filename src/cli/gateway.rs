@@ -1,0 +1,152 @@
+//! `bms gateway`: flags → [`crate::gateway::GatewayConfig`], the registry file, the runtime.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bms_batch::ocv_curve;
+use bms_core::model::Model;
+use bms_core::{DailyConfig, FeatureConfig, UtcOffset};
+use clap::Args;
+
+use crate::gateway::{self, GatewayConfig};
+
+/// Flags of `bms gateway` (its help text is on [`super::Command::Gateway`]).
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+pub struct GatewayArgs {
+    /// Address to listen on for vehicles, e.g. `0.0.0.0:32960`; port 0 picks a free port
+    /// (the bound address is printed on stderr).
+    #[arg(long, env = "BMS_GATEWAY_LISTEN", default_value = "0.0.0.0:32960")]
+    pub listen: String,
+
+    /// ONNX model that scores each vehicle's window.
+    #[arg(long, short, env = "BMS_MODEL")]
+    pub model: PathBuf,
+
+    /// Directory of the journal, the frames store and the prediction stores.
+    #[arg(long, env = "BMS_STORE", value_name = "DIR")]
+    pub store: PathBuf,
+
+    /// Also serve HTTP `GET /ping` and `GET /metrics` (Prometheus) on this address.
+    #[arg(long, env = "BMS_GATEWAY_ADMIN", value_name = "ADDR")]
+    pub admin: Option<String>,
+
+    /// File of VINs allowed to log in, one per line (blank lines and `#` comments are
+    /// ignored). A login from any other VIN gets the failure response and that VIN's data
+    /// on the connection is refused. Without it every VIN may log in.
+    #[arg(long, env = "BMS_GATEWAY_REGISTRY", value_name = "FILE")]
+    pub registry: Option<PathBuf>,
+
+    /// Connections open at once; more are closed as soon as they are accepted.
+    #[arg(long, env = "BMS_GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Seconds without a byte after which a connection is closed (GB/T 32960 terminals
+    /// send a heartbeat at least every few tens of seconds).
+    #[arg(long, env = "BMS_GATEWAY_IDLE_TIMEOUT", default_value_t = 180.0)]
+    pub idle_timeout: f64,
+
+    /// Seconds to wait for connections to finish their reads after SIGTERM/SIGINT.
+    #[arg(long, env = "BMS_DRAIN_SECS", default_value_t = 25.0)]
+    pub drain_secs: f64,
+
+    /// Offset from UTC where calendar days start (days of the monitors, of the predictions
+    /// and of the frames store's partitions), e.g. `+08:00`; as `bms predict`.
+    #[arg(long, default_value = "+00:00", allow_hyphen_values = true)]
+    pub utc_offset: String,
+
+    /// OCV curve of the frame features (`nmc`, `lfp` or a `soc,volts` CSV file); as
+    /// `bms predict`.
+    #[arg(long, default_value = "nmc")]
+    pub ocv: String,
+
+    /// Alarm threshold instead of the model's.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+}
+
+/// The longest timeout or drain accepted: a week.
+const MAX_SECS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// Reads a registry file: one VIN a line, blank lines and `#` comments skipped.
+pub fn read_registry(path: &std::path::Path) -> Result<HashSet<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --registry {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+pub fn run(args: GatewayArgs) -> Result<()> {
+    let model = Model::load(&args.model)?;
+    let threshold = args.threshold.unwrap_or(model.contract().threshold);
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&threshold),
+        "--threshold {threshold} is not a probability between 0 and 1"
+    );
+    anyhow::ensure!(
+        args.idle_timeout > 0.0 && args.idle_timeout <= MAX_SECS,
+        "--idle-timeout {} must be a positive number of seconds, at most {MAX_SECS} (a week)",
+        args.idle_timeout
+    );
+    anyhow::ensure!(
+        (0.0..=MAX_SECS).contains(&args.drain_secs),
+        "--drain-secs {} must be zero or more seconds, at most {MAX_SECS} (a week)",
+        args.drain_secs
+    );
+    anyhow::ensure!(
+        args.max_connections >= 1,
+        "--max-connections must be at least 1"
+    );
+    let registry = args.registry.as_deref().map(read_registry).transpose()?;
+    let monitor = DailyConfig {
+        features: FeatureConfig::new(
+            ocv_curve(&args.ocv)?,
+            bms_core::features::DEFAULT_ALARM_SPREAD_V,
+        )?,
+        utc_offset: args.utc_offset.parse::<UtcOffset>()?,
+    };
+    eprintln!(
+        "bms gateway: model {} from {} (threshold {threshold}){}",
+        model.contract().model_id,
+        args.model.display(),
+        registry
+            .as_ref()
+            .map_or_else(String::new, |r| format!(", {} VINs registered", r.len()))
+    );
+    let config = GatewayConfig {
+        listen: args.listen,
+        admin: args.admin,
+        store: args.store,
+        registry,
+        max_connections: args.max_connections,
+        idle_timeout: Duration::from_secs_f64(args.idle_timeout),
+        monitor,
+        threshold,
+        drain: Duration::from_secs_f64(args.drain_secs),
+    };
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus)
+        .max_blocking_threads(cpus.max(4))
+        .thread_name("bms-gateway")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(gateway::run(Arc::new(model), config, |b| {
+        eprintln!("bms gateway: listening on {}", b.listen);
+        if let Some(a) = b.admin {
+            eprintln!("bms gateway: admin on http://{a}");
+        }
+    }));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served?;
+    eprintln!("bms gateway: stopped");
+    Ok(())
+}

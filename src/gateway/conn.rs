@@ -1,0 +1,249 @@
+//! One vehicle (or terminal) connection: bytes → [`Decoder`] → replies, journal, monitors.
+//!
+//! Each read is decoded at once. Its accepted report packets are appended to the journal
+//! as one group and the replies of the read are written only after that append is durable
+//! (a failed append drops the report replies of the read and the frames are neither
+//! scored nor counted as accepted). Then the frames go to the monitors on the blocking
+//! pool and the predictions to the recorder.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bms_core::Frame;
+use bms_core::gbt32960::{Decoder, Edition, Event, PacketInfo, command, encode, response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::State;
+use super::fleet::Pushed;
+use super::metrics::{Metrics, refused};
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 1 << 16;
+
+/// A reply to send once the read's frames are durable, or at once.
+struct Reply {
+    bytes: Vec<u8>,
+    /// Acknowledges a report: sent only if the journal append succeeded.
+    durable: bool,
+}
+
+pub async fn serve(
+    state: Arc<State>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let m = &state.metrics;
+    let mut decoder = Decoder::new();
+    // The stream bytes the decoder has not consumed yet, from stream offset `raw_base`:
+    // what a packet event's offset and length are cut from for the journal.
+    let mut raw: Vec<u8> = Vec::new();
+    let mut raw_base = 0u64;
+    let mut logged_in: HashSet<String> = HashSet::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let idle = state.config.idle_timeout;
+    loop {
+        let n = tokio::select! {
+            r = tokio::time::timeout(idle, stream.read(&mut buf)) => match r {
+                Err(_) => {
+                    Metrics::add(&m.connections_idle, 1);
+                    eprintln!("bms gateway: {peer}: no bytes for {} s, closing", idle.as_secs_f64());
+                    break;
+                }
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    eprintln!("bms gateway: {peer}: read failed: {e}");
+                    break;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        Metrics::add(&m.bytes, n as u64);
+        decoder.push(&buf[..n]);
+        raw.extend_from_slice(&buf[..n]);
+
+        let mut journal = Vec::new();
+        let mut frames: Vec<(Frame, bool)> = Vec::new();
+        let mut replies: Vec<Reply> = Vec::new();
+        while let Some(event) = decoder.next() {
+            match event {
+                Event::Frame(info, f) => {
+                    m.packet(info.command);
+                    if !info.is_command() {
+                        continue;
+                    }
+                    if !logged_in.contains(f.vin) {
+                        refuse(m, peer, &info, refused::NOT_LOGGED_IN, "not logged in");
+                        continue;
+                    }
+                    let start = (info.offset - raw_base) as usize;
+                    journal.extend_from_slice(&raw[start..start + info.len]);
+                    frames.push((f.to_owned(), info.command == command::REISSUE));
+                    replies.push(reply(&info, response::SUCCESS, true));
+                }
+                Event::Packet(info) => {
+                    m.packet(info.command);
+                    if !info.is_command() {
+                        // A vehicle's reply to a downlink command: nothing to answer.
+                        continue;
+                    }
+                    let vin = info.id();
+                    match info.command {
+                        command::VEHICLE_LOGIN => {
+                            if state.allowed(vin) {
+                                logged_in.insert(vin.to_owned());
+                                replies.push(reply(&info, response::SUCCESS, false));
+                            } else {
+                                logged_in.remove(vin);
+                                refuse(m, peer, &info, refused::UNKNOWN_VIN, "not in the registry");
+                                let flag = match info.edition {
+                                    Edition::V2016 => response::ERROR,
+                                    Edition::V2025 => response::VIN_UNKNOWN,
+                                };
+                                replies.push(reply(&info, flag, false));
+                            }
+                        }
+                        // A report without battery data: nothing to store, acknowledged.
+                        command::REALTIME | command::REISSUE if logged_in.contains(vin) => {
+                            replies.push(reply(&info, response::SUCCESS, false));
+                        }
+                        command::VEHICLE_LOGOUT if logged_in.remove(vin) => {
+                            replies.push(reply(&info, response::SUCCESS, false));
+                        }
+                        command::REALTIME | command::REISSUE | command::VEHICLE_LOGOUT => {
+                            refuse(m, peer, &info, refused::NOT_LOGGED_IN, "not logged in");
+                        }
+                        command::HEARTBEAT => {
+                            replies.push(reply(&info, response::SUCCESS, false));
+                        }
+                        command::TIME_SYNC => {
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as i64);
+                            match encode::response(
+                                info.edition,
+                                info.command,
+                                vin,
+                                response::SUCCESS,
+                                Some(now),
+                            ) {
+                                Ok(bytes) => replies.push(Reply {
+                                    bytes,
+                                    durable: false,
+                                }),
+                                Err(e) => eprintln!("bms gateway: {peer}: time sync reply: {e}"),
+                            }
+                        }
+                        _ => refuse(m, peer, &info, refused::UNSUPPORTED, "command not served"),
+                    }
+                }
+                Event::Error(e) => {
+                    m.refused(e.kind.name());
+                    eprintln!("bms gateway: {peer}: refused: {e}");
+                }
+            }
+        }
+        let keep = decoder.pending();
+        let consumed = raw.len() - keep;
+        raw.drain(..consumed);
+        raw_base += consumed as u64;
+
+        let durable = if journal.is_empty() {
+            true
+        } else {
+            match state.journal.append(journal).await {
+                Ok(()) => {
+                    Metrics::add(&m.frames_accepted, frames.len() as u64);
+                    true
+                }
+                Err(why) => {
+                    for _ in &frames {
+                        m.refused(refused::JOURNAL);
+                    }
+                    eprintln!(
+                        "bms gateway: {peer}: {} frames not acknowledged: {why}",
+                        frames.len()
+                    );
+                    frames.clear();
+                    false
+                }
+            }
+        };
+        let mut out = Vec::new();
+        for r in replies.iter().filter(|r| durable || !r.durable) {
+            out.extend_from_slice(&r.bytes);
+        }
+        if !out.is_empty()
+            && let Err(e) = stream.write_all(&out).await
+        {
+            eprintln!("bms gateway: {peer}: write failed: {e}");
+            // The frames are durable: they are still scored below.
+            feed(&state, frames).await;
+            break;
+        }
+        feed(&state, frames).await;
+    }
+    // A packet cut by the disconnect: counted and logged like the decoder reports it.
+    decoder.finish();
+    while let Some(event) = decoder.next() {
+        if let Event::Error(e) = event {
+            m.refused(e.kind.name());
+            eprintln!("bms gateway: {peer}: at disconnect: {e}");
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+fn reply(info: &PacketInfo, flag: u8, durable: bool) -> Reply {
+    Reply {
+        bytes: encode::reply_to(info, flag).expect("a decoded packet's header re-encodes"),
+        durable,
+    }
+}
+
+fn refuse(m: &Metrics, peer: SocketAddr, info: &PacketInfo, kind: &'static str, why: &str) {
+    m.refused(kind);
+    eprintln!(
+        "bms gateway: {peer}: refused {} at byte offset {} from VIN {}: {why}",
+        bms_core::gbt32960::command_name(info.command),
+        info.offset,
+        info.id()
+    );
+}
+
+/// Pushes durable frames to the monitors (on the blocking pool: a closed day runs the
+/// model) and queues the predictions for the stores.
+async fn feed(state: &Arc<State>, frames: Vec<(Frame, bool)>) {
+    if frames.is_empty() {
+        return;
+    }
+    let st = state.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let mut preds = Vec::new();
+        let mut history = 0u64;
+        for (f, reissue) in &frames {
+            if st.fleet.push(f, *reissue, &mut preds) == Pushed::History {
+                history += 1;
+            }
+        }
+        (preds, history)
+    })
+    .await;
+    let Ok((preds, history)) = done else {
+        eprintln!("bms gateway: scoring task failed");
+        return;
+    };
+    let m = &state.metrics;
+    Metrics::add(&m.frames_history, history);
+    if preds.is_empty() {
+        return;
+    }
+    Metrics::add(&m.predictions, preds.len() as u64);
+    if let Err(why) = state.recorder.record(preds) {
+        eprintln!("bms gateway: predictions not recorded: {why}");
+    }
+}
