@@ -776,10 +776,376 @@ fn help_explains_the_gateway() {
         "--max-connections",
         "--idle-timeout",
         "--utc-offset",
+        "--tls-cert",
+        "--tls-key",
+        "--platform-credentials",
+        "--max-packet-bytes",
+        "--max-packets-per-sec",
     ] {
         assert!(h.contains(flag), "gateway --help lacks {flag}");
     }
     assert!(h.contains("fsynced"), "{h}");
     let out = common::bms(&["--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("gateway"));
+}
+
+/// Reads from `r` until `n` replies in all are in `replies` (fails after the read timeout).
+fn read_replies(r: &mut impl Read, d: &mut Decoder, replies: &mut Vec<(u8, u8)>, n: usize) {
+    let mut buf = [0u8; 4096];
+    while replies.len() < n {
+        let k = r
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("after {} of {n} replies: {e}", replies.len()));
+        assert!(k > 0, "closed after {} of {n} replies", replies.len());
+        d.push(&buf[..k]);
+        while let Some(e) = d.next() {
+            match e {
+                Event::Packet(info) => {
+                    assert!(!info.is_command(), "{info:?}");
+                    replies.push((info.command, info.response));
+                }
+                other => panic!("not a reply: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Reads `r` to its end (EOF or reset) and returns the GB/T 32960 replies in the bytes.
+fn replies_until_closed(r: &mut impl Read) -> Vec<(u8, u8)> {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => bytes.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("not closed: {e}"),
+        }
+    }
+    let mut d = Decoder::new();
+    d.push(&bytes);
+    let mut out = Vec::new();
+    while let Some(e) = d.next() {
+        if let Event::Packet(info) = e {
+            out.push((info.command, info.response));
+        }
+    }
+    out
+}
+
+/// A self-signed certificate for `localhost` and its key, made with the openssl command.
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-keyout", p(&key), "-out", p(&cert)])
+        .output()
+        .expect("the openssl command (Debian package openssl) makes the test certificate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+fn tls_client(
+    addr: SocketAddr,
+    cert: &Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+#[test]
+fn over_tls_every_frame_is_acknowledged_and_stored_and_plain_tcp_is_refused() {
+    let fleet = fleet(1, 2);
+    let (cert, key) = self_signed(fleet.dir.path());
+    let store = fleet.dir.path().join("store");
+    let mut gw = Gateway::start(
+        &store,
+        &[
+            "--tls-cert",
+            p(&cert),
+            "--tls-key",
+            p(&key),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let pkts: Vec<&Pkt> = fleet.packets.iter().collect();
+    let bytes: Vec<u8> = pkts.iter().flat_map(|p| p.bytes.clone()).collect();
+    let mut s = tls_client(gw.addr, &cert);
+    for c in bytes.chunks(1000) {
+        s.write_all(c).unwrap();
+    }
+    let (mut d, mut replies) = (Decoder::new(), Vec::new());
+    read_replies(&mut s, &mut d, &mut replies, pkts.len());
+    assert!(
+        replies.iter().all(|r| r.1 == response::SUCCESS),
+        "{replies:?}"
+    );
+
+    // The same packets in plain TCP: no reply, the connection closed.
+    let mut plain = TcpStream::connect(gw.addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain.write_all(&pkts[0].bytes).unwrap();
+    assert_eq!(replies_until_closed(&mut plain), []);
+    let m = gw.metrics();
+    assert_eq!(
+        metric(&m, "bms_gateway_refused_total{kind=\"tls-handshake\"}"),
+        1,
+        "{m}"
+    );
+    drop(s);
+    assert!(gw.stop().success(), "{}", gw.log());
+    assert!(gw.log().contains("TLS handshake failed"), "{}", gw.log());
+    let (_, sent) = ingest(fleet.dir.path(), "sent", &pkts);
+    assert_eq!(
+        canon(stored_frames(&store).into_iter().map(|(_, f)| f)),
+        canon(sent)
+    );
+}
+
+#[test]
+fn tls_files_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a key\n").unwrap();
+    let store = dir.path().join("store");
+    let model = model_path();
+    let run = |args: &[&str]| {
+        let mut all = vec!["gateway", "--listen", "127.0.0.1:0", "--model", p(&model)];
+        all.extend(["--store", p(&store)]);
+        all.extend(args);
+        common::bms(&all)
+    };
+    for (args, want) in [
+        (
+            vec!["--tls-cert", p(&cert), "--tls-key", p(&junk)],
+            "--tls-key",
+        ),
+        (
+            vec!["--tls-cert", p(&junk), "--tls-key", p(&key)],
+            "--tls-cert",
+        ),
+        (vec!["--tls-cert", p(&cert)], "--tls-key"),
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
+const PLATFORM: &str = "PLATFORM000000001";
+const T0: i64 = 1_741_562_400_000;
+
+#[test]
+fn platform_logins_are_checked_against_the_credentials_and_passwords_never_logged() {
+    let fleet = fleet(1, 1);
+    let creds = fleet.dir.path().join("platforms.txt");
+    std::fs::write(&creds, "# forwarding platforms\nfwd01:s3cret-pass\n").unwrap();
+    let store = fleet.dir.path().join("store");
+    let mut gw = Gateway::start(
+        &store,
+        &[
+            "--platform-credentials",
+            p(&creds),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let login = |pass: &str| {
+        encode::platform_login(Edition::V2016, PLATFORM, T0, 1, "fwd01", pass, 1).unwrap()
+    };
+    // The right password: answered 01, then the vehicles it forwards are served.
+    let mut c = Client::connect(gw.addr);
+    c.send(&login("s3cret-pass"), 4096);
+    c.wait_replies(1);
+    assert_eq!(c.replies, [(command::PLATFORM_LOGIN, response::SUCCESS)]);
+    let n = fleet.packets.len();
+    let bytes: Vec<u8> = fleet.packets.iter().flat_map(|p| p.bytes.clone()).collect();
+    c.send(&bytes, 4096);
+    c.send(
+        &encode::platform_logout(Edition::V2016, PLATFORM, T0, 1).unwrap(),
+        4096,
+    );
+    c.wait_replies(n + 2);
+    assert!(c.replies.iter().all(|r| r.1 == response::SUCCESS));
+    assert_eq!(c.replies[n + 1].0, command::PLATFORM_LOGOUT);
+
+    // A wrong password: answered 02, the rest of the read refused, the connection closed.
+    let mut w = Client::connect(gw.addr);
+    let mut bytes = login("guess-pass");
+    bytes.extend(encode::heartbeat(Edition::V2016, PLATFORM).unwrap());
+    w.send(&bytes, 4096);
+    assert_eq!(
+        replies_until_closed(&mut w.s),
+        [(command::PLATFORM_LOGIN, response::ERROR)]
+    );
+    let m = gw.metrics();
+    assert_eq!(
+        metric(&m, "bms_gateway_refused_total{kind=\"bad-credentials\"}"),
+        1,
+        "{m}"
+    );
+    drop(c);
+    assert!(gw.stop().success(), "{}", gw.log());
+    let log = gw.log();
+    assert!(log.contains("\"fwd01\""), "{log}");
+    assert!(
+        !log.contains("s3cret") && !log.contains("guess-pass"),
+        "{log}"
+    );
+
+    // Without --platform-credentials a platform login is refused unanswered.
+    let store2 = fleet.dir.path().join("store2");
+    let mut gw = Gateway::start(&store2, &["--admin", "127.0.0.1:0"]);
+    let mut c = Client::connect(gw.addr);
+    let mut bytes = login("s3cret-pass");
+    bytes.extend(encode::heartbeat(Edition::V2016, PLATFORM).unwrap());
+    c.send(&bytes, 4096);
+    c.wait_replies(1);
+    assert_eq!(c.replies, [(command::HEARTBEAT, response::SUCCESS)]);
+    let m = gw.metrics();
+    assert_eq!(
+        metric(&m, "bms_gateway_refused_total{kind=\"unsupported\"}"),
+        1,
+        "{m}"
+    );
+    drop(c);
+    assert!(gw.stop().success(), "{}", gw.log());
+}
+
+#[test]
+fn a_connection_past_its_packet_rate_is_refused_and_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut gw = Gateway::start(
+        &store,
+        &["--max-packets-per-sec", "5", "--admin", "127.0.0.1:0"],
+    );
+    let vin = "LSPECEXAMPLE00001";
+    let beat = encode::heartbeat(Edition::V2016, vin).unwrap();
+    // 20 at once: the budget holds one second's worth, 5.
+    let mut c = Client::connect(gw.addr);
+    c.send(&beat.repeat(20), 4096);
+    let got = replies_until_closed(&mut c.s);
+    assert_eq!(got, vec![(command::HEARTBEAT, response::SUCCESS); 5]);
+    let m = gw.metrics();
+    assert_eq!(
+        metric(&m, "bms_gateway_refused_total{kind=\"rate-limited\"}"),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "bms_gateway_refused_total{kind=\"closing\"}"),
+        14,
+        "{m}"
+    );
+    // Within the rate (one every 250 ms), a connection is served without end.
+    let mut c = Client::connect(gw.addr);
+    for i in 0..8 {
+        c.send(&beat, 4096);
+        c.wait_replies(i + 1);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(c);
+    assert!(gw.stop().success(), "{}", gw.log());
+    assert!(gw.log().contains("more than 5 packets/s"), "{}", gw.log());
+}
+
+#[test]
+fn a_packet_longer_than_the_limit_is_refused_unanswered() {
+    let fleet = fleet(1, 1);
+    let login = fleet
+        .packets
+        .iter()
+        .find(|p| p.command == command::VEHICLE_LOGIN)
+        .unwrap();
+    let report = fleet
+        .packets
+        .iter()
+        .find(|p| p.command == command::REALTIME)
+        .unwrap();
+    let limit = report.bytes.len() - 1;
+    assert!(login.bytes.len() <= limit);
+    let store = fleet.dir.path().join("store");
+    let mut gw = Gateway::start(
+        &store,
+        &[
+            "--max-packet-bytes",
+            &limit.to_string(),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let mut c = Client::connect(gw.addr);
+    let mut bytes = login.bytes.clone();
+    bytes.extend(&report.bytes);
+    bytes.extend(encode::heartbeat(Edition::V2016, &login.vin).unwrap());
+    c.send(&bytes, 4096);
+    c.wait_replies(2);
+    assert_eq!(
+        c.replies,
+        [
+            (command::VEHICLE_LOGIN, response::SUCCESS),
+            (command::HEARTBEAT, response::SUCCESS)
+        ]
+    );
+    let m = gw.metrics();
+    assert_eq!(
+        metric(&m, "bms_gateway_refused_total{kind=\"too-large\"}"),
+        1,
+        "{m}"
+    );
+    drop(c);
+    assert!(gw.stop().success(), "{}", gw.log());
+    assert!(
+        gw.log().contains("longer than --max-packet-bytes"),
+        "{}",
+        gw.log()
+    );
+    assert!(stored_frames(&store).is_empty());
+    let out = common::bms(&[
+        "gateway",
+        "--model",
+        p(&model_path()),
+        "--store",
+        p(&store),
+        "--max-packet-bytes",
+        "24",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-packet-bytes 24"));
 }

@@ -66,7 +66,47 @@ pub struct GatewayArgs {
     /// Alarm threshold instead of the model's.
     #[arg(long)]
     pub threshold: Option<f32>,
+
+    /// Serve TLS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(
+        long,
+        env = "BMS_GATEWAY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(
+        long,
+        env = "BMS_GATEWAY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// File of `username:password` lines (blank lines and `#` comments ignored) of the
+    /// forwarding platforms allowed to log in with a platform login (`05`). A login with
+    /// any other username or password is answered `02` and the connection closed.
+    /// Passwords are never logged. Without it platform logins are refused.
+    #[arg(long, env = "BMS_GATEWAY_PLATFORM_CREDENTIALS", value_name = "FILE")]
+    pub platform_credentials: Option<PathBuf>,
+
+    /// Longest packet accepted, in bytes (25 bytes of header and checksum plus the data
+    /// unit); longer ones are refused unanswered. The standard allows up to 65,556.
+    #[arg(long, default_value_t = MAX_PACKET)]
+    pub max_packet_bytes: usize,
+
+    /// Packets a connection may send per second, in bursts of up to one second's worth; the
+    /// packets past it are refused unanswered and the connection is closed. 0 (the
+    /// default): no limit, as a forwarding platform or a vehicle reissuing a day of
+    /// backlog sends thousands at once; vehicles reporting every 10 s are well served by 20.
+    #[arg(long, default_value_t = 0)]
+    pub max_packets_per_sec: u32,
 }
+
+/// The longest packet the standard allows: 25 bytes around a 65,531-byte data unit.
+const MAX_PACKET: usize = 25 + 65_531;
 
 /// The longest timeout or drain accepted: a week.
 const MAX_SECS: f64 = 7.0 * 24.0 * 3600.0;
@@ -104,7 +144,21 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         args.max_connections >= 1,
         "--max-connections must be at least 1"
     );
+    anyhow::ensure!(
+        (25..=MAX_PACKET).contains(&args.max_packet_bytes),
+        "--max-packet-bytes {} must be between 25 and {MAX_PACKET} (the standard's longest packet)",
+        args.max_packet_bytes
+    );
     let registry = args.registry.as_deref().map(read_registry).transpose()?;
+    let credentials = args
+        .platform_credentials
+        .as_deref()
+        .map(gateway::auth::Credentials::read)
+        .transpose()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(gateway::tls::server_config(c, k)?),
+        _ => None,
+    };
     let monitor = DailyConfig {
         features: FeatureConfig::new(
             ocv_curve(&args.ocv)?,
@@ -120,6 +174,15 @@ pub fn run(args: GatewayArgs) -> Result<()> {
             .as_ref()
             .map_or_else(String::new, |r| format!(", {} VINs registered", r.len()))
     );
+    if tls.is_some() {
+        eprintln!(
+            "bms gateway: TLS on (certificate {})",
+            args.tls_cert
+                .as_deref()
+                .unwrap_or_else(|| std::path::Path::new(""))
+                .display()
+        );
+    }
     let config = GatewayConfig {
         listen: args.listen,
         admin: args.admin,
@@ -130,6 +193,10 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         monitor,
         threshold,
         drain: Duration::from_secs_f64(args.drain_secs),
+        tls,
+        credentials,
+        max_packet_bytes: args.max_packet_bytes,
+        max_packets_per_sec: (args.max_packets_per_sec > 0).then_some(args.max_packets_per_sec),
     };
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()

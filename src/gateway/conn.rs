@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use bms_core::Frame;
 use bms_core::gbt32960::{Decoder, Edition, Event, PacketInfo, command, encode, response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::State;
+use super::auth::Credentials;
 use super::fleet::Pushed;
 use super::metrics::{Metrics, refused};
 
@@ -30,13 +30,53 @@ struct Reply {
     durable: bool,
 }
 
-pub async fn serve(
+/// Bytes of a packet before its data unit (start symbol to data length).
+const HEADER_LEN: usize = 24;
+
+/// A connection's packet budget: a token bucket refilled at `rate` per second, holding at
+/// most one second's worth.
+struct Budget {
+    rate: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Budget {
+    fn new(rate: u32) -> Self {
+        Budget {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes one packet's token; `false` when the budget is spent.
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let dt = now.duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     state: Arc<State>,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let m = &state.metrics;
+    let mut budget = state.config.max_packets_per_sec.map(Budget::new);
+    // The platform logged in on this connection (`05`), if any.
+    let mut platform: Option<String> = None;
+    // Set when the connection must close once the read's replies are sent.
+    let mut close = false;
     let mut decoder = Decoder::new();
     // The stream bytes the decoder has not consumed yet, from stream offset `raw_base`:
     // what a packet event's offset and length are cut from for the journal.
@@ -70,6 +110,48 @@ pub async fn serve(
         let mut frames: Vec<(Frame, bool)> = Vec::new();
         let mut replies: Vec<Reply> = Vec::new();
         while let Some(event) = decoder.next() {
+            if close {
+                // Past the rate budget or a failed platform login: the rest of the read is
+                // refused unanswered.
+                match &event {
+                    Event::Frame(info, _) | Event::Packet(info) => {
+                        m.packet(info.command);
+                        m.refused(refused::CLOSING);
+                    }
+                    Event::Error(e) => m.refused(e.kind.name()),
+                }
+                continue;
+            }
+            if let Some(b) = budget.as_mut()
+                && !b.take()
+            {
+                let at = match &event {
+                    Event::Frame(info, _) | Event::Packet(info) => {
+                        m.packet(info.command);
+                        info.offset
+                    }
+                    Event::Error(e) => e.offset,
+                };
+                m.refused(refused::RATE_LIMITED);
+                eprintln!(
+                    "bms gateway: {peer}: more than {} packets/s at byte offset {at}: \
+                     refusing the rest of the read and closing",
+                    b.rate
+                );
+                close = true;
+                continue;
+            }
+            if let Event::Frame(info, _) | Event::Packet(info) = &event
+                && info.len > state.config.max_packet_bytes
+            {
+                m.packet(info.command);
+                let why = format!(
+                    "{} bytes, longer than --max-packet-bytes {}",
+                    info.len, state.config.max_packet_bytes
+                );
+                refuse(m, peer, info, refused::TOO_LARGE, &why);
+                continue;
+            }
             match event {
                 Event::Frame(info, f) => {
                     m.packet(info.command);
@@ -116,6 +198,46 @@ pub async fn serve(
                         }
                         command::REALTIME | command::REISSUE | command::VEHICLE_LOGOUT => {
                             refuse(m, peer, &info, refused::NOT_LOGGED_IN, "not logged in");
+                        }
+                        command::PLATFORM_LOGIN if state.config.credentials.is_some() => {
+                            let start = (info.offset - raw_base) as usize + HEADER_LEN;
+                            // time(6) serial(2) username(12) password(20) encryption rule(1),
+                            // checked to be 41 bytes by the decoder.
+                            let data = &raw[start..start + 41];
+                            let creds: &Credentials =
+                                state.config.credentials.as_ref().expect("checked above");
+                            let (user, pass) = (&data[8..20], &data[20..40]);
+                            if creds.check(user, pass) {
+                                eprintln!(
+                                    "bms gateway: {peer}: platform {} logged in as {:?}",
+                                    info.id(),
+                                    Credentials::username(user)
+                                );
+                                platform = Some(info.id().to_owned());
+                                replies.push(reply(&info, response::SUCCESS, false));
+                            } else {
+                                let why = format!(
+                                    "username {:?} or its password not in --platform-credentials; closing",
+                                    Credentials::username(user)
+                                );
+                                refuse(m, peer, &info, refused::BAD_CREDENTIALS, &why);
+                                replies.push(reply(&info, response::ERROR, false));
+                                close = true;
+                            }
+                        }
+                        command::PLATFORM_LOGOUT if state.config.credentials.is_some() => {
+                            if platform.as_deref() == Some(info.id()) {
+                                platform = None;
+                                replies.push(reply(&info, response::SUCCESS, false));
+                            } else {
+                                refuse(
+                                    m,
+                                    peer,
+                                    &info,
+                                    refused::NOT_LOGGED_IN,
+                                    "platform not logged in",
+                                );
+                            }
                         }
                         command::HEARTBEAT => {
                             replies.push(reply(&info, response::SUCCESS, false));
@@ -186,6 +308,9 @@ pub async fn serve(
             break;
         }
         feed(&state, frames).await;
+        if close {
+            break;
+        }
     }
     // A packet cut by the disconnect: counted and logged like the decoder reports it.
     decoder.finish();

@@ -16,8 +16,21 @@ pub mod refused {
     pub const NOT_LOGGED_IN: &str = "not-logged-in";
     /// A login from a VIN the registry does not list.
     pub const UNKNOWN_VIN: &str = "unknown-vin";
-    /// A command the gateway does not serve (platform login/logout, downlink commands).
+    /// A command the gateway does not serve (downlink commands; platform logins without
+    /// `--platform-credentials`).
     pub const UNSUPPORTED: &str = "unsupported";
+    /// A platform login whose username or password is not in `--platform-credentials`.
+    pub const BAD_CREDENTIALS: &str = "bad-credentials";
+    /// A packet longer than `--max-packet-bytes`.
+    pub const TOO_LARGE: &str = "too-large";
+    /// A packet past the connection's `--max-packets-per-sec` budget (the connection is
+    /// closed after it).
+    pub const RATE_LIMITED: &str = "rate-limited";
+    /// A packet in the same read after the one that closes the connection (past the rate
+    /// budget, or a failed platform login).
+    pub const CLOSING: &str = "closing";
+    /// A TLS handshake that failed or timed out (the connection is closed).
+    pub const TLS_HANDSHAKE: &str = "tls-handshake";
     /// Frames that could not be written to the journal (not acknowledged).
     pub const JOURNAL: &str = "journal-failed";
 }

@@ -25,16 +25,26 @@
 //!   `DIR/events.jsonl` (the `bms predict --out` stores, same event ids). Monitors start
 //!   empty at each start (their history is not replayed from the frames store).
 //! - **Limits.** `max_connections` open at once (more are closed at once), `idle_timeout`
-//!   without a byte closes a connection.
+//!   without a byte closes a connection (and bounds a TLS handshake). A packet longer than
+//!   `max_packet_bytes` is refused; a connection that sends more packets than its
+//!   `max_packets_per_sec` budget (a token bucket holding one second's worth) has the
+//!   packets past it refused and is closed after the read.
+//! - **Security** ([`tls`], [`auth`]). An optional TLS listener (rustls, PEM files). Platform
+//!   logins (`05`) are answered `01` only when their username and password are in the
+//!   `--platform-credentials` file (compared in constant time, never logged); a failed
+//!   platform login is answered `02` and closes the connection; without the file platform
+//!   logins are refused as unsupported.
 //! - **Shutdown.** SIGTERM/SIGINT: stop accepting, let each connection finish the read it
 //!   is handling (its replies, journal append and scoring), close the connections, write
 //!   every queued prediction, flush the journal into the frames store, exit 0.
 //! - **Admin** (optional): HTTP `GET /ping` and `GET /metrics` ([`metrics`]).
 
+pub mod auth;
 pub mod conn;
 pub mod fleet;
 pub mod journal;
 pub mod metrics;
+pub mod tls;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -72,6 +82,15 @@ pub struct GatewayConfig {
     pub threshold: f32,
     /// Longest wait for connections to finish at shutdown.
     pub drain: Duration,
+    /// Serve TLS instead of plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Platforms allowed to log in (`05`); `None`: platform logins are refused.
+    pub credentials: Option<auth::Credentials>,
+    /// Longest packet accepted (bytes, header and checksum included).
+    pub max_packet_bytes: usize,
+    /// Packets a connection may send per second (bursts of one second's worth); `None`:
+    /// no limit.
+    pub max_packets_per_sec: Option<u32>,
 }
 
 pub struct State {
@@ -147,6 +166,7 @@ pub async fn run(
     let journal = Journal::create(&dir)?;
     let fleet = Fleet::new(model.clone(), config.monitor.clone(), config.threshold)?;
     let limit = Arc::new(Semaphore::new(config.max_connections));
+    let acceptor = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let drain = config.drain;
     let state = Arc::new(State {
         config,
@@ -195,9 +215,29 @@ pub async fn run(
                 Metrics::add(&metrics.connections_total, 1);
                 let state = state.clone();
                 let stop = stop_rx.clone();
+                let acceptor = acceptor.clone();
                 conns.spawn(async move {
                     state.metrics.connections_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    conn::serve(state.clone(), stream, peer, stop).await;
+                    match acceptor {
+                        None => conn::serve(state.clone(), stream, peer, stop).await,
+                        Some(acceptor) => {
+                            let idle = state.config.idle_timeout;
+                            match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => conn::serve(state.clone(), tls, peer, stop).await,
+                                Ok(Err(e)) => {
+                                    state.metrics.refused(metrics::refused::TLS_HANDSHAKE);
+                                    eprintln!("bms gateway: {peer}: TLS handshake failed: {e}");
+                                }
+                                Err(_) => {
+                                    state.metrics.refused(metrics::refused::TLS_HANDSHAKE);
+                                    eprintln!(
+                                        "bms gateway: {peer}: no TLS handshake within {} s, closing",
+                                        idle.as_secs_f64()
+                                    );
+                                }
+                            }
+                        }
+                    }
                     state.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     drop(permit);
                 });
