@@ -781,6 +781,7 @@ fn help_explains_the_gateway() {
         "--platform-credentials",
         "--max-packet-bytes",
         "--max-packets-per-sec",
+        "--flush-secs",
     ] {
         assert!(h.contains(flag), "gateway --help lacks {flag}");
     }
@@ -1148,4 +1149,44 @@ fn a_packet_longer_than_the_limit_is_refused_unanswered() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--max-packet-bytes 24"));
+}
+
+#[test]
+fn with_flush_secs_the_frames_store_fills_while_serving_without_duplicates() {
+    let fleet = fleet(1, 2);
+    let pkts: Vec<&Pkt> = fleet
+        .packets
+        .iter()
+        .filter(|p| p.command != command::VEHICLE_LOGOUT)
+        .collect();
+    let half = pkts.len() / 2;
+    let store = fleet.dir.path().join("store");
+    let mut gw = Gateway::start(&store, &["--flush-secs", "0.3", "--admin", "127.0.0.1:0"]);
+    let mut c = Client::connect(gw.addr);
+    let first: Vec<u8> = pkts[..half].iter().flat_map(|p| p.bytes.clone()).collect();
+    c.send(&first, 4096);
+    c.wait_replies(half);
+    let (_, sent_first) = ingest(fleet.dir.path(), "first", &pkts[..half]);
+    // The frames store holds the first half while the gateway still runs.
+    let t = Instant::now();
+    while metric(&gw.metrics(), "bms_gateway_frames_flushed_total") < sent_first.len() as u64 {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", gw.metrics());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        canon(stored_frames(&store).into_iter().map(|(_, f)| f)),
+        canon(sent_first)
+    );
+    let rest: Vec<u8> = pkts[half..].iter().flat_map(|p| p.bytes.clone()).collect();
+    c.send(&rest, 4096);
+    c.wait_replies(pkts.len());
+    drop(c);
+    assert!(gw.stop().success(), "{}", gw.log());
+    let (_, sent) = ingest(fleet.dir.path(), "sent", &pkts);
+    assert_eq!(
+        canon(stored_frames(&store).into_iter().map(|(_, f)| f)),
+        canon(sent)
+    );
+    let left = std::fs::read_dir(store.join("journal")).unwrap().count();
+    assert_eq!(left, 0, "journal segments left after a graceful stop");
 }

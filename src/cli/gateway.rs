@@ -49,6 +49,11 @@ pub struct GatewayArgs {
     #[arg(long, env = "BMS_GATEWAY_IDLE_TIMEOUT", default_value_t = 180.0)]
     pub idle_timeout: f64,
 
+    /// Seconds between writes of the journal into the frames store while serving (each
+    /// closes the journal segment, appends go on in a new one); 0: only at shutdown.
+    #[arg(long, env = "BMS_GATEWAY_FLUSH_SECS", default_value_t = 300.0)]
+    pub flush_secs: f64,
+
     /// Seconds to wait for connections to finish their reads after SIGTERM/SIGINT.
     #[arg(long, env = "BMS_DRAIN_SECS", default_value_t = 25.0)]
     pub drain_secs: f64,
@@ -141,6 +146,11 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         args.drain_secs
     );
     anyhow::ensure!(
+        (0.0..=MAX_SECS).contains(&args.flush_secs),
+        "--flush-secs {} must be zero or more seconds, at most {MAX_SECS} (a week)",
+        args.flush_secs
+    );
+    anyhow::ensure!(
         args.max_connections >= 1,
         "--max-connections must be at least 1"
     );
@@ -197,6 +207,7 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         credentials,
         max_packet_bytes: args.max_packet_bytes,
         max_packets_per_sec: (args.max_packets_per_sec > 0).then_some(args.max_packets_per_sec),
+        flush_every: (args.flush_secs > 0.0).then(|| Duration::from_secs_f64(args.flush_secs)),
     };
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -46,11 +46,46 @@ struct Append {
     done: oneshot::Sender<Result<(), String>>,
 }
 
+enum Msg {
+    Append(Append),
+    /// Close the segment (every earlier append is answered first) and open a new one:
+    /// answered with the closed segment's path, `None` when it held nothing.
+    Rotate(oneshot::Sender<Result<Option<PathBuf>, String>>),
+}
+
 /// The open journal segment and its writer thread.
 pub struct Journal {
-    path: PathBuf,
-    tx: Mutex<Option<Sender<Append>>>,
+    path: std::sync::Arc<Mutex<PathBuf>>,
+    tx: Mutex<Option<Sender<Msg>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Creates a new, empty segment file under `jdir` (its name: creation time in ms, pid, a
+/// counter) and syncs the directory.
+fn new_segment(jdir: &Path) -> Result<(PathBuf, File)> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut last = None;
+    for k in 0u32..1000 {
+        let p = jdir.join(format!(
+            "{stamp:013}-{}-{k}.{SEGMENT_EXT}",
+            std::process::id()
+        ));
+        match OpenOptions::new().create_new(true).append(true).open(&p) {
+            Ok(f) => {
+                sync_dir(jdir)?;
+                return Ok((p, f));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => last = Some((p, e)),
+        }
+        break;
+    }
+    match last {
+        Some((p, e)) => Err(e).with_context(|| format!("cannot create {}", p.display())),
+        None => anyhow::bail!("no free segment name in {}", jdir.display()),
+    }
 }
 
 impl Journal {
@@ -59,24 +94,8 @@ impl Journal {
         let jdir = dir.join(JOURNAL_DIR);
         std::fs::create_dir_all(&jdir)
             .with_context(|| format!("cannot create {}", jdir.display()))?;
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        let (path, file) = (0u32..)
-            .map(|k| {
-                let name = format!("{stamp}-{}-{k}.{SEGMENT_EXT}", std::process::id());
-                jdir.join(name)
-            })
-            .find_map(|p| {
-                OpenOptions::new()
-                    .create_new(true)
-                    .append(true)
-                    .open(&p)
-                    .ok()
-                    .map(|f| (p, f))
-            })
-            .expect("some segment name is free");
-        sync_dir(&jdir)?;
+        let (path, file) = new_segment(&jdir)?;
+        let path = std::sync::Arc::new(Mutex::new(path));
         let fail_after = std::env::var(FAIL_HOOK)
             .ok()
             .and_then(|v| v.parse::<u64>().ok());
@@ -84,7 +103,7 @@ impl Journal {
         let p = path.clone();
         let writer = std::thread::Builder::new()
             .name("bms-journal".into())
-            .spawn(move || write_loop(file, &p, rx, fail_after))
+            .spawn(move || write_loop(file, &jdir, &p, rx, fail_after))
             .context("cannot start the journal writer")?;
         Ok(Journal {
             path,
@@ -93,9 +112,26 @@ impl Journal {
         })
     }
 
-    /// The segment's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The open segment's path.
+    pub fn path(&self) -> PathBuf {
+        self.path.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Closes the open segment after every append queued before this call is answered,
+    /// and opens a new one for the later appends. Returns the closed segment, to be
+    /// flushed, or `None` when it held nothing (it is then kept open).
+    pub async fn rotate(&self) -> Result<Option<PathBuf>, String> {
+        let (done, wait) = oneshot::channel();
+        {
+            let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(tx) = tx.as_ref() else {
+                return Err("the journal is closed".into());
+            };
+            tx.send(Msg::Rotate(done))
+                .map_err(|_| "the journal writer stopped".to_owned())?;
+        }
+        wait.await
+            .unwrap_or_else(|_| Err("the journal writer stopped".into()))
     }
 
     /// Appends `bytes` and resolves once they are on disk (written and fsynced), or with
@@ -107,7 +143,7 @@ impl Journal {
             let Some(tx) = tx.as_ref() else {
                 return Err("the journal is closed".into());
             };
-            tx.send(Append { bytes, done })
+            tx.send(Msg::Append(Append { bytes, done }))
                 .map_err(|_| "the journal writer stopped".to_owned())?;
         }
         wait.await
@@ -125,17 +161,63 @@ impl Journal {
     }
 }
 
-fn write_loop(mut file: File, path: &Path, rx: Receiver<Append>, fail_after: Option<u64>) {
+fn write_loop(
+    mut file: File,
+    jdir: &Path,
+    current: &Mutex<PathBuf>,
+    rx: Receiver<Msg>,
+    fail_after: Option<u64>,
+) {
     let mut synced = 0u64;
-    while let Ok(first) = rx.recv() {
+    // Bytes synced into earlier segments (for the test hook, which counts all of them).
+    let mut before = 0u64;
+    let mut next: Option<Msg> = None;
+    loop {
+        let first = match next.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            },
+        };
+        let first = match first {
+            Msg::Append(a) => a,
+            Msg::Rotate(done) => {
+                let answer = if synced == 0 {
+                    Ok(None)
+                } else {
+                    match new_segment(jdir) {
+                        Ok((p, f)) => {
+                            let mut cur = current.lock().unwrap_or_else(|p| p.into_inner());
+                            let old = std::mem::replace(&mut *cur, p);
+                            file = f;
+                            before += synced;
+                            synced = 0;
+                            Ok(Some(old))
+                        }
+                        Err(e) => Err(format!("{e:#}")),
+                    }
+                };
+                let _ = done.send(answer);
+                continue;
+            }
+        };
+        let path = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let path = path.as_path();
         let mut group = vec![first];
         while let Ok(more) = rx.try_recv() {
-            group.push(more);
+            match more {
+                Msg::Append(a) => group.push(a),
+                rotate @ Msg::Rotate(_) => {
+                    next = Some(rotate);
+                    break;
+                }
+            }
         }
         let result = (|| -> std::io::Result<u64> {
             let mut len = synced;
             for a in &group {
-                if fail_after.is_some_and(|n| len + a.bytes.len() as u64 > n) {
+                if fail_after.is_some_and(|n| before + len + a.bytes.len() as u64 > n) {
                     return Err(std::io::Error::other("test hook: journal write refused"));
                 }
                 file.write_all(&a.bytes)?;

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub frames_accepted: AtomicU64,
     /// Accepted frames kept as history only (not pushed to a monitor).
     pub frames_history: AtomicU64,
+    /// Frames written into the frames store while serving (by `flush_every`).
+    pub frames_flushed: AtomicU64,
     pub predictions: AtomicU64,
     packets: Mutex<BTreeMap<u8, u64>>,
     refused: Mutex<BTreeMap<&'static str, u64>>,
@@ -157,6 +159,13 @@ impl Metrics {
             "counter",
             "Accepted frames stored as history only (reissues, or not newer than the vehicle's latest).",
             &self.frames_history,
+        );
+        one(
+            &mut o,
+            "bms_gateway_frames_flushed_total",
+            "counter",
+            "Frames written into the frames store while serving (--flush-secs).",
+            &self.frames_flushed,
         );
         one(
             &mut o,

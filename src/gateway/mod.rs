@@ -18,6 +18,9 @@
 //!   not answered and their frames are dropped (the vehicle reissues them). On a graceful
 //!   stop, and at the next start after a crash, each segment is written into the frames
 //!   store `DIR/frames/date=YYYY-MM-DD/part-<segment>.parquet` and then removed.
+//!   With `flush_every`, the open segment is also closed and written that often while
+//!   serving (appends go on into a new segment meanwhile), so the frames store lags the
+//!   acknowledgements by at most about that long.
 //! - **Monitors and predictions** ([`fleet`]). Per VIN one monitor shared by every
 //!   connection. Realtime frames newer than the monitor's latest are pushed; reissues and
 //!   older or equal frames are stored as history only. The predictions of closed days go
@@ -91,6 +94,9 @@ pub struct GatewayConfig {
     /// Packets a connection may send per second (bursts of one second's worth); `None`:
     /// no limit.
     pub max_packets_per_sec: Option<u32>,
+    /// How often the journal segment is closed and written into the frames store while
+    /// serving; `None`: only at shutdown (and recovery).
+    pub flush_every: Option<Duration>,
 }
 
 pub struct State {
@@ -188,6 +194,22 @@ pub async fn run(
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let flusher = state.config.flush_every.map(|every| {
+        let (st, mut stop) = (state.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                if let Err(e) = flush_closed_segment(&st).await {
+                    eprintln!("bms gateway: {e:#}");
+                }
+            }
+        })
+    });
     let mut conns = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
@@ -250,6 +272,10 @@ pub async fn run(
     }
     drop(listener);
     let _ = stop_tx.send(true);
+    if let Some(f) = flusher {
+        // It ends after the flush it may be in.
+        let _ = f.await;
+    }
     let all_closed =
         tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
     match all_closed {
@@ -271,11 +297,32 @@ pub async fn run(
         st.recorder.finish();
         eprintln!("bms gateway: predictions flushed");
         st.journal.finish();
-        let n = journal::flush_segment(&st.config.store, st.journal.path(), offset)?;
+        let n = journal::flush_segment(&st.config.store, &st.journal.path(), offset)?;
         eprintln!("bms gateway: {n} frames written to the frames store");
         Ok(())
     })
     .await??;
+    Ok(())
+}
+
+/// Closes the journal segment and writes it into the frames store (the segment stays for
+/// the next flush or the recovery at start if that fails).
+async fn flush_closed_segment(state: &Arc<State>) -> Result<()> {
+    let Some(seg) = state
+        .journal
+        .rotate()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot rotate the journal: {e}"))?
+    else {
+        return Ok(());
+    };
+    let (dir, offset) = (state.config.store.clone(), state.config.monitor.utc_offset);
+    let n = tokio::task::spawn_blocking(move || {
+        journal::flush_segment(&dir, &seg, offset)
+            .with_context(|| format!("flushing {} into the frames store", seg.display()))
+    })
+    .await??;
+    Metrics::add(&state.metrics.frames_flushed, n);
     Ok(())
 }
 
