@@ -631,7 +631,7 @@ impl<'a> ColumnPlan<'a> {
     /// length.
     ///
     /// Large tables are written in parallel on the current rayon pool (see
-    /// [`vehicle_runs`]), each run of vehicles filling its own contiguous stretch of the
+    /// `vehicle_runs`), each run of vehicles filling its own contiguous stretch of the
     /// buffers (and taking the page faults of a fresh buffer on its own thread). The result
     /// does not depend on the number of threads.
     pub fn write(

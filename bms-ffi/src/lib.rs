@@ -7,7 +7,7 @@
 //! out-parameters only when it returns `BMS_STATUS_OK`; the text of the last failure on
 //! the calling thread is [`bms_last_error_message`].
 //!
-//! Every exported body runs inside [`boundary`], which checks for panics: a panic becomes
+//! Every exported body runs inside `boundary`, which checks for panics: a panic becomes
 //! `BMS_STATUS_PANIC`, never an unwind into C.
 //!
 //! Thread safety: a `bms_model` is immutable after loading and may be used by any number

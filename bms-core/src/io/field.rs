@@ -36,7 +36,7 @@ pub fn parse_f64(field: &[u8]) -> std::result::Result<f64, String> {
 /// Parses a numeric field as the `f32` a model reads: always exactly
 /// `parse_f64(field).map(|v| v as f32)` — the decimal rounded to `f64`, then to `f32` —
 /// with the same errors. Plain numbers (`-12.5`, `3.70`, `1.234567890123456789e+00`) take a
-/// fast path that skips most of `f64` parsing; see [`fast_f32`].
+/// fast path that skips most of `f64` parsing; see `fast_f32`.
 #[inline]
 pub fn parse_f32(field: &[u8]) -> std::result::Result<f32, String> {
     match fast_f32(field) {
