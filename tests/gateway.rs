@@ -336,24 +336,7 @@ impl Client {
 
     /// Reads until `n` replies in all have arrived (fails after the read timeout).
     fn wait_replies(&mut self, n: usize) {
-        let mut buf = [0u8; 4096];
-        while self.replies.len() < n {
-            let k = self
-                .s
-                .read(&mut buf)
-                .unwrap_or_else(|e| panic!("after {} of {n} replies: {e}", self.replies.len()));
-            assert!(k > 0, "closed after {} of {n} replies", self.replies.len());
-            self.d.push(&buf[..k]);
-            while let Some(e) = self.d.next() {
-                match e {
-                    Event::Packet(info) => {
-                        assert!(!info.is_command(), "{info:?}");
-                        self.replies.push((info.command, info.response));
-                    }
-                    other => panic!("not a reply: {other:?}"),
-                }
-            }
-        }
+        read_replies(&mut self.s, &mut self.d, &mut self.replies, n);
     }
 
     /// Waits until the gateway closes the connection, with nothing more sent.

@@ -110,14 +110,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let mut frames: Vec<(Frame, bool)> = Vec::new();
         let mut replies: Vec<Reply> = Vec::new();
         while let Some(event) = decoder.next() {
+            if let Event::Frame(info, _) | Event::Packet(info) = &event {
+                m.packet(info.command);
+            }
             if close {
                 // Past the rate budget or a failed platform login: the rest of the read is
                 // refused unanswered.
                 match &event {
-                    Event::Frame(info, _) | Event::Packet(info) => {
-                        m.packet(info.command);
-                        m.refused(refused::CLOSING);
-                    }
+                    Event::Frame(..) | Event::Packet(_) => m.refused(refused::CLOSING),
                     Event::Error(e) => m.refused(e.kind.name()),
                 }
                 continue;
@@ -126,10 +126,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 && !b.take()
             {
                 let at = match &event {
-                    Event::Frame(info, _) | Event::Packet(info) => {
-                        m.packet(info.command);
-                        info.offset
-                    }
+                    Event::Frame(info, _) | Event::Packet(info) => info.offset,
                     Event::Error(e) => e.offset,
                 };
                 m.refused(refused::RATE_LIMITED);
@@ -144,7 +141,6 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             if let Event::Frame(info, _) | Event::Packet(info) = &event
                 && info.len > state.config.max_packet_bytes
             {
-                m.packet(info.command);
                 let why = format!(
                     "{} bytes, longer than --max-packet-bytes {}",
                     info.len, state.config.max_packet_bytes
@@ -154,7 +150,6 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             match event {
                 Event::Frame(info, f) => {
-                    m.packet(info.command);
                     if !info.is_command() {
                         continue;
                     }
@@ -168,7 +163,6 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     replies.push(reply(&info, response::SUCCESS, true));
                 }
                 Event::Packet(info) => {
-                    m.packet(info.command);
                     if !info.is_command() {
                         // A vehicle's reply to a downlink command: nothing to answer.
                         continue;

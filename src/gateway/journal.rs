@@ -66,7 +66,6 @@ fn new_segment(jdir: &Path) -> Result<(PathBuf, File)> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let mut last = None;
     for k in 0u32..1000 {
         let p = jdir.join(format!(
             "{stamp:013}-{}-{k}.{SEGMENT_EXT}",
@@ -78,14 +77,10 @@ fn new_segment(jdir: &Path) -> Result<(PathBuf, File)> {
                 return Ok((p, f));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => last = Some((p, e)),
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", p.display())),
         }
-        break;
     }
-    match last {
-        Some((p, e)) => Err(e).with_context(|| format!("cannot create {}", p.display())),
-        None => anyhow::bail!("no free segment name in {}", jdir.display()),
-    }
+    anyhow::bail!("no free segment name in {}", jdir.display())
 }
 
 impl Journal {
