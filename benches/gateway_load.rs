@@ -3,10 +3,13 @@
 //! < 1 GiB). Not part of CI; results in benches/RESULTS.md.
 //!
 //! ```sh
-//! cargo build --release --bin bms
-//! cargo bench --bench gateway_load -- --bms target/release/bms \
+//! cargo bench --bench gateway_load -- [--bms target/release/bms] \
 //!     [--connections 10000] [--rate 20000] [--seconds 30] [--cells 96] [--probes 32] [--pin]
 //! ```
+//!
+//! `--bms` defaults to the `bms` cargo built with the bench. Under `cargo test` (no
+//! `--bench` argument) it runs a small load instead (50 connections, 500 reports/s, 2 s)
+//! and fails if a vehicle fails or an acknowledged frame is not in the store.
 //!
 //! The bench starts the gateway itself (`--store` in a temporary directory, pinned to CPU 0
 //! with `taskset` when `--pin`, this process on CPU 1), opens every connection and logs
@@ -35,18 +38,24 @@ struct Args {
     cells: usize,
     probes: usize,
     pin: bool,
+    /// Run by `cargo test` (no `--bench`): a small load, and a failure if a frame is lost.
+    smoke: bool,
 }
 
 fn args() -> Args {
     let mut a = Args {
-        bms: PathBuf::from("target/release/bms"),
+        bms: PathBuf::from(env!("CARGO_BIN_EXE_bms")),
         connections: 10_000,
         rate: 20_000.0,
         seconds: 30.0,
         cells: 96,
         probes: 32,
         pin: false,
+        smoke: !std::env::args().any(|a| a == "--bench"),
     };
+    if a.smoke {
+        (a.connections, a.rate, a.seconds) = (50, 500.0, 2.0);
+    }
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
@@ -332,4 +341,12 @@ fn main() {
         totals.failed.load(Ordering::Relaxed),
         hwm as f64 / 1024.0
     );
+    if a.smoke {
+        assert_eq!(totals.failed.load(Ordering::Relaxed), 0, "vehicles failed");
+        assert!(acked > 0, "nothing acknowledged");
+        assert_eq!(
+            acked, stored as u64,
+            "acknowledged frames missing from the store"
+        );
+    }
 }
