@@ -18,7 +18,8 @@ machine API and of the command line for the same data::
 The model is read once on the driver and its bytes travel with the task (executors do not
 need the driver's file). Errors raised by the core in an executor (a bad value, two frames
 with the same timestamp) reach the driver as the action's exception, whose message holds
-the core's message prefixed with ``bms.spark.<function>: vehicle <VIN>:``.
+the core's message prefixed with ``bms.spark.<function>: vehicle <VIN>:`` (row and line
+numbers in it count within that vehicle's rows as Spark grouped them, not in a file).
 
 Workers need ``bms`` and pyarrow in their interpreter (``PYSPARK_PYTHON``), and pyspark's
 Arrow UDFs need pandas >= 2.2.
