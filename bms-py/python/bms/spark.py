@@ -54,7 +54,7 @@ def daily_schema() -> Any:
     """The Spark schema of :func:`daily`'s result: ``VIN`` string, ``Date`` date, the
     reference columns, ``Label`` and the extended columns as doubles (the layout of
     ``bms daily --out x.parquet``)."""
-    from pyspark.sql import types as T
+    from pyspark.sql import types as T  # type: ignore[import-not-found, unused-ignore]
 
     fields = [T.StructField("VIN", T.StringType(), False), T.StructField("Date", T.DateType(), False)]
     for c in [*bms.REFERENCE_COLUMNS, "Label", *bms.EXTENDED_COLUMNS]:
@@ -89,7 +89,7 @@ def score_schema(model: ModelSpec) -> Any:
     """The Spark schema of :func:`score`'s result for ``model``: ``event_id, vin, date,
     predicted_prob, alarm, model_id`` and the window's values, as in the Parquet file
     ``bms predict --out`` writes."""
-    from pyspark.sql import types as T
+    from pyspark.sql import types as T  # type: ignore[import-not-found, unused-ignore]
 
     m, _ = _driver_model(model)
     fields = [
@@ -107,7 +107,7 @@ def score_schema(model: ModelSpec) -> Any:
 def windows_schema() -> Any:
     """The Spark schema of :func:`windows`'s result: ``vin``, ``date``, ``label`` (float)
     and ``x`` (array of float, ``context × features`` values day-major, oldest first)."""
-    from pyspark.sql import types as T
+    from pyspark.sql import types as T  # type: ignore[import-not-found, unused-ignore]
 
     return T.StructType(
         [
@@ -148,7 +148,7 @@ def _guard(what: str, table: Any, vin_column: str, fn: Callable[[], Any]) -> Any
 
 def _daily_arrow(pdf: Any) -> Any:
     """A daily DataFrame of :func:`bms.daily` as an Arrow table of :func:`daily_schema`."""
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
     arrays = [
         pa.array(pdf["VIN"].to_numpy(dtype=object), type=pa.string()),
@@ -249,7 +249,7 @@ def windows(
     """Training windows (SPEC §5) of a Spark daily DataFrame: :func:`bms.windows` on each
     vehicle's daily rows. Returns a DataFrame of :func:`windows_schema` (one row per
     window: ``vin``, ``date``, ``label`` and ``x``, the window's values)."""
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
     feats = list(bms.REFERENCE_COLUMNS) if features is None else [str(f) for f in features]
     width = int(context) * len(feats)
@@ -302,7 +302,7 @@ def score(
     the bytes are shipped to the executors with the task and loaded once per worker.
     ``threshold`` replaces the model's.
     """
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
     m, data = _driver_model(model)
     digest = hashlib.sha256(data).hexdigest()
