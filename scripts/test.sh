@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the project: the Rust workspace (unit, integration, CLI end-to-end).
+# Runs every test of the project: the Rust workspace (unit, integration, CLI end-to-end),
+# the Python package, the C library and bms.spark on a local Spark.
 # Usage: ./scripts/test.sh      (from anywhere; builds what it needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,3 +10,4 @@ cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 ./scripts/test-py.sh
 ./scripts/test-c.sh
+./scripts/test-spark.sh
