@@ -43,50 +43,32 @@ pub struct Evaluation {
     pub positives: u64,
     /// Area under the ROC curve (ties count one half); `None` when only one class occurs.
     pub roc_auc: Option<f64>,
+    /// Average precision (scikit-learn's definition, `bms_core::evaluate`).
+    #[serde(default)]
+    pub average_precision: Option<f64>,
     /// Alarms that are labelled 1, of all alarms; `None` without alarms.
     pub precision: Option<f64>,
     /// Positives that raised an alarm, of all positives; `None` without positives.
     pub recall: Option<f64>,
+    /// F1 at the threshold: 2·TP / (2·TP + FP + FN).
+    #[serde(default)]
+    pub f1: Option<f64>,
 }
 
 impl Evaluation {
-    /// The evaluation of `(probability, label)` pairs (labels 0 or 1) at `threshold`.
+    /// The evaluation of `(probability, label)` pairs (labels 0 or 1) at `threshold`, by
+    /// [`bms_core::evaluate::window_metrics`].
     pub fn of(pairs: &[(f32, f32)], threshold: f32) -> Evaluation {
-        let labelled = pairs.len() as u64;
-        let positives = pairs.iter().filter(|p| p.1 == 1.0).count() as u64;
-        let negatives = labelled - positives;
-        let alarms = pairs.iter().filter(|p| p.0 >= threshold).count() as u64;
-        let hits = pairs
-            .iter()
-            .filter(|p| p.0 >= threshold && p.1 == 1.0)
-            .count() as u64;
-        let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
-        // Mann–Whitney: the positives' ranks among all scores (ties get their mean rank).
-        let roc_auc = (positives > 0 && negatives > 0).then(|| {
-            let mut sorted: Vec<(f32, bool)> = pairs.iter().map(|&(p, y)| (p, y == 1.0)).collect();
-            sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let mut rank_sum = 0.0f64;
-            let mut i = 0;
-            while i < sorted.len() {
-                let mut j = i;
-                while j < sorted.len() && sorted[j].0.total_cmp(&sorted[i].0).is_eq() {
-                    j += 1;
-                }
-                // Ranks i+1 ..= j share their mean.
-                let mean_rank = (i + 1 + j) as f64 / 2.0;
-                let pos = sorted[i..j].iter().filter(|s| s.1).count();
-                rank_sum += mean_rank * pos as f64;
-                i = j;
-            }
-            let (p, n) = (positives as f64, negatives as f64);
-            (rank_sum - p * (p + 1.0) / 2.0) / (p * n)
-        });
+        let labelled: Vec<(f32, bool)> = pairs.iter().map(|&(p, y)| (p, y == 1.0)).collect();
+        let m = bms_core::evaluate::window_metrics(&labelled, threshold);
         Evaluation {
-            labelled,
-            positives,
-            roc_auc,
-            precision: ratio(hits, alarms),
-            recall: ratio(hits, positives),
+            labelled: m.windows,
+            positives: m.positives,
+            roc_auc: m.roc_auc,
+            average_precision: m.average_precision,
+            precision: m.precision,
+            recall: m.recall,
+            f1: m.f1,
         }
     }
 }

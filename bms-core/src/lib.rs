@@ -61,6 +61,7 @@
 
 pub mod daily;
 pub mod error;
+pub mod evaluate;
 pub mod features;
 pub mod frame;
 pub mod gbt32960;

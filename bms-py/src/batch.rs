@@ -60,15 +60,17 @@ pub struct PySummary {
     evaluation: Option<Py<PyEvaluation>>,
 }
 
-/// Scores against labels (labelled batch input): ROC AUC, precision and recall at the
-/// threshold.
+/// Scores against labels (labelled batch input): ROC AUC, average precision, and
+/// precision, recall and F1 at the threshold.
 #[pyclass(frozen, get_all, name = "Evaluation", module = "bms._bms")]
 pub struct PyEvaluation {
     labelled: u64,
     positives: u64,
     roc_auc: Option<f64>,
+    average_precision: Option<f64>,
     precision: Option<f64>,
     recall: Option<f64>,
+    f1: Option<f64>,
 }
 
 #[pymethods]
@@ -76,12 +78,14 @@ impl PyEvaluation {
     fn __repr__(&self) -> String {
         let f = |v: Option<f64>| v.map_or("None".to_owned(), |v| format!("{v:.4}"));
         format!(
-            "Evaluation(labelled={}, positives={}, roc_auc={}, precision={}, recall={})",
+            "Evaluation(labelled={}, positives={}, roc_auc={}, average_precision={}, precision={}, recall={}, f1={})",
             self.labelled,
             self.positives,
             f(self.roc_auc),
+            f(self.average_precision),
             f(self.precision),
-            f(self.recall)
+            f(self.recall),
+            f(self.f1)
         )
     }
 }
@@ -97,8 +101,10 @@ impl PySummary {
                         labelled: e.labelled,
                         positives: e.positives,
                         roc_auc: e.roc_auc,
+                        average_precision: e.average_precision,
                         precision: e.precision,
                         recall: e.recall,
+                        f1: e.f1,
                     },
                 )
             })

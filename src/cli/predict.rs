@@ -221,12 +221,14 @@ pub fn print_summary(s: &Summary, out: Option<&Path>) {
     if let Some(e) = &s.evaluation {
         let f = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.4}"));
         eprintln!(
-            "labelled {} ({} positive): ROC AUC {}, precision {} and recall {} at threshold {}",
+            "labelled {} ({} positive): ROC AUC {}, average precision {}; precision {}, recall {} and F1 {} at threshold {}",
             e.labelled,
             e.positives,
             f(e.roc_auc),
+            f(e.average_precision),
             f(e.precision),
             f(e.recall),
+            f(e.f1),
             s.threshold
         );
     }
