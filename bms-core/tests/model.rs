@@ -269,6 +269,20 @@ fn random_bytes_are_refused() {
     }
 }
 
+/// Found by the `model_onnx` fuzz target: a Squeeze whose axis is past its input's rank
+/// makes tract panic (smallvec's `remove`) while it builds the plan. The panic is caught
+/// and the file refused, never a crash.
+#[test]
+fn a_graph_that_panics_the_engine_is_refused() {
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/fuzz-model-squeeze-axis.onnx"),
+    )
+    .unwrap();
+    let e = Model::from_bytes(&bytes).expect_err("the engine cannot build this graph");
+    assert!(matches!(e, BmsError::Model { .. }), "{e:?}");
+}
+
 #[test]
 fn unsupported_op_is_named_with_the_fix() {
     let e = load_err("unsupported_op.onnx");
