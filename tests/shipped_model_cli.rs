@@ -158,3 +158,290 @@ fn simulate_windows_predict_with_the_shipped_reference_model() {
         "weak vehicles before first alarm {weak_mean:.4} vs healthy {healthy_mean:.4}"
     );
 }
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `bms evaluate` on a fleet the model never saw: the figures of a run directory equal
+/// those of the same predictions as CSV, and each vehicle's first alert and lead time
+/// equal what the predictions and the truth file say when read here independently.
+#[test]
+fn evaluate_measures_lead_times_against_the_truth_and_the_daily_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name);
+    let (daily, truth, run) = (d("daily.csv"), d("truth.csv"), d("run"));
+    ok(&[
+        "simulate",
+        "--vehicles",
+        "24",
+        "--days",
+        "70",
+        "--seed",
+        "9090",
+        "--weak-fraction",
+        "0.4",
+        "--interval",
+        "30s",
+        "--daily",
+        p(&daily),
+        "--truth",
+        p(&truth),
+    ]);
+    ok(&[
+        "predict",
+        "-m",
+        p(&model_path()),
+        "-i",
+        p(&daily),
+        "--out",
+        p(&run),
+    ]);
+    let csv_out = ok(&["predict", "-m", p(&model_path()), "-i", p(&daily)]);
+    std::fs::write(d("preds.csv"), &csv_out.stdout).unwrap();
+    let threshold = bms_core::Model::load(model_path())
+        .unwrap()
+        .contract()
+        .threshold;
+
+    let by_dir = json(&ok(&[
+        "evaluate",
+        p(&run),
+        "--truth",
+        p(&truth),
+        "--json",
+        "-",
+    ]));
+    let by_csv = json(&ok(&[
+        "evaluate",
+        p(&d("preds.csv")),
+        "--truth",
+        p(&truth),
+        "--json",
+        "-",
+        "--threshold",
+        &threshold.to_string(),
+    ]));
+    assert_eq!(by_dir, by_csv);
+    assert_eq!(by_dir["labels"], "first_alarms");
+    assert_eq!(by_dir["horizon"], 14); // from summary.json
+    let e = &by_dir;
+
+    // Independently: predictions and truth as text.
+    let truth = read_truth(&truth);
+    let text = String::from_utf8(csv_out.stdout).unwrap();
+    let mut first_alert: HashMap<String, NaiveDate> = HashMap::new();
+    let mut windows: HashMap<String, u64> = HashMap::new();
+    let mut unlabelled = 0u64;
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let vin = f[0].trim_matches('"').to_owned();
+        let date: NaiveDate = f[1].parse().unwrap();
+        let prob: f32 = f[2].parse().unwrap();
+        if truth[&vin].first_alarm.is_some_and(|a| date > a) {
+            unlabelled += 1;
+        }
+        *windows.entry(vin.clone()).or_default() += 1;
+        if prob >= threshold {
+            first_alert.entry(vin).or_insert(date);
+        }
+    }
+    let n: u64 = windows.values().sum();
+    assert_eq!(e["predictions"], n);
+    assert_eq!(e["unlabelled"], unlabelled);
+    assert_eq!(e["window"]["windows"], n - unlabelled);
+    let vehicles = e["vehicles"].as_array().unwrap();
+    assert_eq!(vehicles.len(), windows.len());
+    let (mut alarmed, mut d7, mut fa_vehicles) = (0u64, 0u64, 0u64);
+    for v in vehicles {
+        let vin = v["vin"].as_str().unwrap();
+        let t = &truth[vin];
+        assert_eq!(v["windows"], windows[vin], "{vin}");
+        let alert = first_alert.get(vin).copied();
+        assert_eq!(
+            v["first_alert"],
+            serde_json::json!(alert.map(|a| a.to_string())),
+            "{vin}"
+        );
+        assert_eq!(
+            v["first_alarm"],
+            serde_json::json!(t.first_alarm.map(|a| a.to_string()))
+        );
+        let lead = t.first_alarm.zip(alert).map(|(a, w)| (a - w).num_days());
+        assert_eq!(v["lead_days"], serde_json::json!(lead), "{vin}");
+        if t.first_alarm.is_some() {
+            alarmed += 1;
+            d7 += u64::from(lead.is_some_and(|l| l >= 7));
+        } else if alert.is_some() {
+            fa_vehicles += 1;
+        }
+    }
+    let ev = &e["events"];
+    assert!(alarmed >= 4, "{alarmed} vehicles alarm");
+    assert_eq!(ev["alarm_vehicles"], alarmed);
+    assert_eq!(ev["detected_7d"], d7);
+    assert_eq!(ev["false_alarm_vehicles"], fa_vehicles);
+    let hist: u64 = ev["lead_histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["vehicles"].as_u64().unwrap())
+        .sum();
+    assert_eq!(hist, alarmed);
+    let auc = e["window"]["roc_auc"].as_f64().unwrap();
+    assert!(auc > 0.5, "ROC AUC {auc} on truth labels");
+
+    // Daily labels know every alarm day: no window is unlabelled, and the text says so.
+    let out = ok(&[
+        "evaluate",
+        p(&run),
+        "--daily",
+        p(&daily),
+        "--json",
+        p(&d("ev.json")),
+    ]);
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        shown.contains("0 without a label") && shown.contains("ROC AUC"),
+        "{shown}"
+    );
+    assert!(shown.contains("≥ 7 days"), "{shown}");
+    let daily_e: serde_json::Value = serde_json::from_str(&common::text(&d("ev.json"))).unwrap();
+    assert_eq!(daily_e["labels"], "daily");
+    assert_eq!(daily_e["window"]["windows"], n);
+    // The first alarm day is the same in both label sources.
+    for (a, b) in daily_e["vehicles"].as_array().unwrap().iter().zip(vehicles) {
+        assert_eq!(a["first_alarm"], b["first_alarm"], "{}", a["vin"]);
+    }
+
+    // Labelled windows: window metrics equal `bms predict`'s own evaluation of them.
+    ok(&["windows", "-i", p(&daily), "--labels", "-o", p(&d("w.csv"))]);
+    let wrun = d("wrun");
+    ok(&[
+        "predict",
+        "-m",
+        p(&model_path()),
+        "-i",
+        p(&d("w.csv")),
+        "--out",
+        p(&wrun),
+    ]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&common::text(&wrun.join("summary.json"))).unwrap();
+    let w = json(&ok(&[
+        "evaluate",
+        p(&wrun),
+        "--windows",
+        p(&d("w.csv")),
+        "--json",
+        "-",
+    ]));
+    assert_eq!(w["labels"], "windows");
+    assert!(w["events"].is_null());
+    for k in ["roc_auc", "average_precision", "precision", "recall", "f1"] {
+        assert_eq!(w["window"][k], summary["evaluation"][k], "{k}");
+    }
+    assert_eq!(w["window"]["windows"], summary["evaluation"]["labelled"]);
+    // The daily table labels the windows the same way `bms windows --labels` does.
+    assert_eq!(w["window"]["positives"], daily_e["window"]["positives"]);
+    assert_eq!(w["window"]["roc_auc"], daily_e["window"]["roc_auc"]);
+}
+
+#[test]
+fn evaluate_refuses_what_it_cannot_measure_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name);
+    std::fs::write(
+        d("p.csv"),
+        "vin,date,predicted_prob,alarm\nV1,2024-01-15,0.3,0\n",
+    )
+    .unwrap();
+    std::fs::write(d("t.csv"), "vin,first_alarm_date\nV1,2024-01-20\n").unwrap();
+    let fails = |args: &[&str], want: &[&str]| {
+        let out = common::bms(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let e = common::stderr(&out);
+        for w in want {
+            assert!(e.contains(w), "{args:?}: {e} lacks {w}");
+        }
+    };
+    fails(&["evaluate", p(&d("p.csv"))], &["--daily", "--truth"]);
+    fails(
+        &["evaluate", p(&d("p.csv")), "--truth", p(&d("t.csv"))],
+        &["--threshold"],
+    );
+    fails(
+        &[
+            "evaluate",
+            p(&d("p.csv")),
+            "--truth",
+            p(&d("t.csv")),
+            "--daily",
+            p(&d("t.csv")),
+        ],
+        &["cannot be used with"],
+    );
+    fails(
+        &[
+            "evaluate",
+            p(&d("nope.csv")),
+            "--truth",
+            p(&d("t.csv")),
+            "--threshold",
+            "0.5",
+        ],
+        &["nope.csv"],
+    );
+    std::fs::write(d("t2.csv"), "vin,first_alarm_date\nV9,2024-01-20\n").unwrap();
+    fails(
+        &[
+            "evaluate",
+            p(&d("p.csv")),
+            "--truth",
+            p(&d("t2.csv")),
+            "--threshold",
+            "0.5",
+        ],
+        &["no prediction", "V1"],
+    );
+    fails(
+        &[
+            "evaluate",
+            p(&d("p.csv")),
+            "--truth",
+            p(&d("t.csv")),
+            "--threshold",
+            "1.5",
+        ],
+        &["between 0 and 1"],
+    );
+    std::fs::write(d("bad.csv"), "vin,date,predicted_prob\nV1,2024-01-15,x\n").unwrap();
+    fails(
+        &[
+            "evaluate",
+            p(&d("bad.csv")),
+            "--truth",
+            p(&d("t.csv")),
+            "--threshold",
+            "0.5",
+        ],
+        &["bad.csv", "line 2", "predicted_prob"],
+    );
+    // From stdin, with the threshold of a model's contract.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bms"))
+        .args([
+            "evaluate",
+            "-",
+            "--truth",
+            p(&d("t.csv")),
+            "-m",
+            p(&model_path()),
+        ])
+        .stdin(std::fs::File::open(d("p.csv")).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("at threshold 0.2"), "{text}");
+    assert!(text.contains("vehicles that alarm: 1"), "{text}");
+}

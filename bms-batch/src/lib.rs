@@ -15,6 +15,8 @@
 //! - [`store`]: the record ([`Prediction`]), its deterministic event id, and the stores'
 //!   readers and incremental writers (`bms serve --store`).
 //!
+//! - [`evaluate`]: scored files against labels (`bms evaluate`, `bms.evaluate`).
+//!
 //! The library prints nothing and reads no environment variables.
 //!
 //! ```no_run
@@ -29,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod evaluate;
 pub mod input;
 pub mod pipeline;
 pub mod sink;

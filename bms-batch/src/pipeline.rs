@@ -199,6 +199,7 @@ pub fn score(
         threshold,
         feature_names: names,
         fill_value: contract.spec.fill,
+        horizon_days: u32::try_from(contract.spec.horizon).ok(),
         partitioned: job.partition_by_date,
         ..Default::default()
     };

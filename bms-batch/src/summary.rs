@@ -25,6 +25,10 @@ pub struct Summary {
     pub feature_names: Vec<String>,
     /// The value that stands for a missing daily value in the features.
     pub fill_value: f64,
+    /// Days ahead the model's label looks (its `bms.horizon_days`): what `bms evaluate`
+    /// labels the windows with. Absent in summaries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon_days: Option<u32>,
     pub partitioned: bool,
     pub seconds: f64,
     /// Labelled input (batch lines ending with a label, as `bms windows --labels` writes
@@ -110,6 +114,7 @@ mod tests {
             vehicles: 3,
             feature_names: vec!["a_1".into()],
             fill_value: -1.0,
+            horizon_days: Some(14),
             partitioned: true,
             seconds: 0.5,
             evaluation: Some(Evaluation::of(&[(0.9, 1.0), (0.2, 0.0)], 0.5)),

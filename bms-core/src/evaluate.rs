@@ -172,11 +172,14 @@ impl AlarmHistory {
                     .map(|f| String::from_utf8_lossy(f).trim().to_owned())
                     .collect();
                 let find = |name: &str| {
-                    names.iter().position(|n| n == name).ok_or_else(|| BmsError::Header {
-                        file: file.map(Path::to_path_buf),
-                        expected: format!("a truth file with a column '{name}'"),
-                        found: format!("'{}'", names.join(",")),
-                    })
+                    names
+                        .iter()
+                        .position(|n| n == name)
+                        .ok_or_else(|| BmsError::Header {
+                            file: file.map(Path::to_path_buf),
+                            expected: format!("a truth file with a column '{name}'"),
+                            found: format!("'{}'", names.join(",")),
+                        })
                 };
                 cols = Some((find("vin")?, find("first_alarm_date")?));
                 continue;
@@ -246,6 +249,60 @@ impl AlarmHistory {
         })
     }
 
+    /// Labelled windows as `bms windows --labels` writes them (SPEC §6 lines ending with
+    /// the label): the VIN is the first field, the date the second, the label the last
+    /// (`0`/`1`, `0.0`/`1.0`). Errors name the file, line and field.
+    pub fn from_labelled_windows_csv<R: std::io::BufRead>(
+        reader: R,
+        file: Option<&Path>,
+    ) -> Result<AlarmHistory> {
+        let mut rdr = LineReader::new(reader, file);
+        let mut windows: Vec<(String, NaiveDate, bool)> = Vec::new();
+        let mut lines: HashMap<(String, NaiveDate), u64> = HashMap::new();
+        let loc = || Location::new(file.map(Path::to_path_buf));
+        while let Some(rec) = rdr.next_record()? {
+            let rec = rec?;
+            let line = rec.line;
+            if rec.len() < 4 {
+                return Err(BmsError::parse(
+                    loc().line(line),
+                    format!(
+                        "{} fields: a labelled window is VIN, date, features and the label",
+                        rec.len()
+                    ),
+                ));
+            }
+            let vin = String::from_utf8_lossy(rec.get(0)).trim().to_owned();
+            let date = parse_date(rec.get(1))
+                .map_err(|r| BmsError::parse(loc().line(line).column(1, Some("Date")), r))?;
+            let last = rec.len() - 1;
+            let label = match crate::io::parse_f64(rec.get(last)) {
+                Ok(1.0) => true,
+                Ok(0.0) => false,
+                Ok(v) => {
+                    return Err(BmsError::parse(
+                        loc().line(line).column(last, Some("label")),
+                        format!("label {v}: must be 0 or 1 (is this file labelled?)"),
+                    ));
+                }
+                Err(r) => {
+                    return Err(BmsError::parse(
+                        loc().line(line).column(last, Some("label")),
+                        r,
+                    ));
+                }
+            };
+            if let Some(prev) = lines.insert((vin.clone(), date), line) {
+                return Err(BmsError::parse(
+                    loc().line(line),
+                    format!("the window of VIN {vin} on {date} again (first on line {prev})"),
+                ));
+            }
+            windows.push((vin, date, label));
+        }
+        Self::from_windows(windows)
+    }
+
     pub fn source(&self) -> LabelSource {
         self.source
     }
@@ -262,6 +319,70 @@ impl AlarmHistory {
             }
         }
     }
+}
+
+/// Reads scored windows from CSV with a header naming `vin`, `date` and
+/// `predicted_prob` (any order, other columns ignored): `bms predict`'s standard output.
+/// Errors name the file, line and column.
+pub fn read_scored_csv<R: std::io::BufRead>(
+    reader: R,
+    file: Option<&Path>,
+) -> Result<Vec<(String, NaiveDate, f32)>> {
+    let mut rdr = LineReader::new(reader, file);
+    let mut cols: Option<[usize; 3]> = None;
+    let mut out = Vec::new();
+    let loc = || Location::new(file.map(Path::to_path_buf));
+    while let Some(rec) = rdr.next_record()? {
+        let rec = rec?;
+        let Some([v, d, p]) = cols else {
+            let names: Vec<String> = rec
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).trim().to_owned())
+                .collect();
+            let find = |name: &str| {
+                names
+                    .iter()
+                    .position(|n| n == name)
+                    .ok_or_else(|| BmsError::Header {
+                        file: file.map(Path::to_path_buf),
+                        expected: "predictions with columns 'vin', 'date' and 'predicted_prob'"
+                            .into(),
+                        found: format!("'{}'", names.join(",")),
+                    })
+            };
+            cols = Some([find("vin")?, find("date")?, find("predicted_prob")?]);
+            continue;
+        };
+        let line = rec.line;
+        let need = v.max(d).max(p) + 1;
+        if rec.len() < need {
+            return Err(BmsError::parse(
+                loc().line(line),
+                format!("{} fields, the header has at least {need}", rec.len()),
+            ));
+        }
+        let vin = String::from_utf8_lossy(rec.get(v)).trim().to_owned();
+        let date = parse_date(rec.get(d))
+            .map_err(|r| BmsError::parse(loc().line(line).column(d, Some("date")), r))?;
+        let prob = crate::io::parse_f64(rec.get(p))
+            .and_then(|x| {
+                if (0.0..=1.0).contains(&x) {
+                    Ok(x as f32)
+                } else {
+                    Err(format!("{x} is not a probability (0 to 1)"))
+                }
+            })
+            .map_err(|r| BmsError::parse(loc().line(line).column(p, Some("predicted_prob")), r))?;
+        out.push((vin, date, prob));
+    }
+    if cols.is_none() {
+        return Err(BmsError::Header {
+            file: file.map(Path::to_path_buf),
+            expected: "predictions with columns 'vin', 'date' and 'predicted_prob'".into(),
+            found: "an empty file".into(),
+        });
+    }
+    Ok(out)
 }
 
 /// Scores against window labels.
@@ -383,6 +504,14 @@ pub fn lead_bin(lead: Option<i64>) -> usize {
     }
 }
 
+/// One bin of the lead-time histogram.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeadBin {
+    /// One of [`LEAD_BINS`]: `never`, `late` (negative lead), `0`, `1-2`, … days.
+    pub bin: String,
+    pub vehicles: u64,
+}
+
 /// Per-vehicle figures over the fleet.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EventMetrics {
@@ -402,8 +531,8 @@ pub struct EventMetrics {
     pub missed: u64,
     /// Median lead time of the warned alarm vehicles (negative ones included).
     pub median_lead_days: Option<f64>,
-    /// Alarm vehicles per bin of [`LEAD_BINS`].
-    pub lead_histogram: Vec<(String, u64)>,
+    /// Alarm vehicles per bin of [`LEAD_BINS`], in that order.
+    pub lead_histogram: Vec<LeadBin>,
     /// Scored vehicles that never alarm.
     pub healthy_vehicles: u64,
     /// Of them, those with at least one alert.
@@ -572,9 +701,20 @@ pub fn evaluate(
 }
 
 fn event_metrics(vehicles: &[VehicleOutcome]) -> EventMetrics {
-    let alarmed: Vec<&VehicleOutcome> = vehicles.iter().filter(|v| v.first_alarm.is_some()).collect();
-    let healthy: Vec<&VehicleOutcome> = vehicles.iter().filter(|v| v.first_alarm.is_none()).collect();
-    let detected = |k: i64| alarmed.iter().filter(|v| v.lead_days.is_some_and(|l| l >= k)).count() as u64;
+    let alarmed: Vec<&VehicleOutcome> = vehicles
+        .iter()
+        .filter(|v| v.first_alarm.is_some())
+        .collect();
+    let healthy: Vec<&VehicleOutcome> = vehicles
+        .iter()
+        .filter(|v| v.first_alarm.is_none())
+        .collect();
+    let detected = |k: i64| {
+        alarmed
+            .iter()
+            .filter(|v| v.lead_days.is_some_and(|l| l >= k))
+            .count() as u64
+    };
     let share = |a: u64, b: usize, per: f64| (b > 0).then(|| per * a as f64 / b as f64);
     let (d1, d3, d7) = (detected(1), detected(3), detected(7));
     let mut leads: Vec<i64> = alarmed.iter().filter_map(|v| v.lead_days).collect();
@@ -608,7 +748,10 @@ fn event_metrics(vehicles: &[VehicleOutcome]) -> EventMetrics {
         lead_histogram: LEAD_BINS
             .iter()
             .zip(hist)
-            .map(|(b, n)| ((*b).to_owned(), n))
+            .map(|(b, n)| LeadBin {
+                bin: (*b).to_owned(),
+                vehicles: n,
+            })
             .collect(),
         healthy_vehicles: healthy.len() as u64,
         false_alarm_vehicles,

@@ -54,6 +54,7 @@ pub struct PySummary {
     vehicles: u64,
     feature_names: Vec<String>,
     fill_value: f64,
+    horizon_days: Option<u32>,
     partitioned: bool,
     seconds: f64,
     /// For labelled input: the scores against the labels.
@@ -121,6 +122,7 @@ impl PySummary {
             vehicles: s.vehicles,
             feature_names: s.feature_names,
             fill_value: s.fill_value,
+            horizon_days: s.horizon_days,
             partitioned: s.partitioned,
             seconds: s.seconds,
             evaluation,
@@ -151,6 +153,9 @@ impl PySummary {
         d.set_item("vehicles", self.vehicles)?;
         d.set_item("feature_names", PyList::new(py, &self.feature_names)?)?;
         d.set_item("fill_value", self.fill_value)?;
+        if let Some(h) = self.horizon_days {
+            d.set_item("horizon_days", h)?;
+        }
         d.set_item("partitioned", self.partitioned)?;
         d.set_item("seconds", self.seconds)?;
         if let Some(e) = &self.evaluation {
@@ -159,8 +164,10 @@ impl PySummary {
             ed.set_item("labelled", e.labelled)?;
             ed.set_item("positives", e.positives)?;
             ed.set_item("roc_auc", e.roc_auc)?;
+            ed.set_item("average_precision", e.average_precision)?;
             ed.set_item("precision", e.precision)?;
             ed.set_item("recall", e.recall)?;
+            ed.set_item("f1", e.f1)?;
             d.set_item("evaluation", ed)?;
         }
         Ok(d)

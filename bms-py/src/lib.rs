@@ -8,6 +8,7 @@
 mod arrays;
 mod batch;
 mod errors;
+mod evaluate;
 mod vins;
 
 mod convert;
@@ -117,6 +118,8 @@ fn _bms(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<batch::PyEvaluation>()?;
     m.add_function(wrap_pyfunction!(batch::score_file, m)?)?;
     m.add_function(wrap_pyfunction!(batch::event_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate::evaluate_files, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate::evaluate_arrays, m)?)?;
     m.add_function(wrap_pyfunction!(batch::parse_utc_offset, m)?)?;
     m.add_function(wrap_pyfunction!(batch::parse_alarm_flags, m)?)?;
     Ok(())

@@ -2,6 +2,7 @@
 
 pub mod daily;
 pub mod demo;
+pub mod evaluate;
 pub mod gateway;
 pub mod ingest;
 pub mod predict;
@@ -41,6 +42,10 @@ pub enum Command {
     /// Score batch lines, a daily table or frames with an ONNX model: CSV on stdout, or
     /// Parquet, JSONL, SQLite, rejects and summary with `--out DIR`.
     Predict(predict::PredictArgs),
+    /// Measure predictions against labels: ROC AUC, average precision and precision /
+    /// recall / F1 per window; per vehicle, days of warning before the first alarm,
+    /// detection rates and false alarms on vehicles that never alarm.
+    Evaluate(evaluate::EvaluateArgs),
     /// Write a self-contained HTML report of a `bms predict --out DIR` directory.
     Report(report::ReportArgs),
     /// Simulate a fleet: frames, daily table and truth (weak cells, first alarms).
@@ -69,6 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Daily(args) => daily::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
         Command::Ingest(args) => ingest::run(args),
         Command::Windows(args) => windows::run(args),
         Command::Predict(args) => predict::run(args),

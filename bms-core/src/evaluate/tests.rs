@@ -30,7 +30,11 @@ fn window_metrics_equal_scikit_learn() {
         assert_eq!(m.windows, pairs.len() as u64, "{name}");
         let g = |k: &str| c[k].as_f64();
         close(m.roc_auc, g("roc_auc"), &format!("{name} roc_auc"));
-        close(m.average_precision, g("average_precision"), &format!("{name} ap"));
+        close(
+            m.average_precision,
+            g("average_precision"),
+            &format!("{name} ap"),
+        );
         close(m.precision, g("precision"), &format!("{name} precision"));
         close(m.recall, g("recall"), &format!("{name} recall"));
         close(m.f1, g("f1"), &format!("{name} f1"));
@@ -40,7 +44,10 @@ fn window_metrics_equal_scikit_learn() {
 #[test]
 fn window_metrics_of_one_class_or_nothing() {
     let m = window_metrics(&[(0.9, false), (0.1, false)], 0.5);
-    assert_eq!((m.roc_auc, m.average_precision, m.recall), (None, None, None));
+    assert_eq!(
+        (m.roc_auc, m.average_precision, m.recall),
+        (None, None, None)
+    );
     assert_eq!((m.precision, m.f1, m.alerts), (Some(0.0), Some(0.0), 1));
     let m = window_metrics(&[], 0.5);
     assert_eq!(m, WindowMetrics::default());
@@ -125,7 +132,10 @@ fn daily_labels_give_window_labels_lead_times_and_false_alarms() {
     assert_eq!((va.windows, va.alerts, va.max_prob), (17, 2, 0.9));
     assert_eq!((vb.first_alarm, vb.lead_days, vb.alerts), (None, None, 2));
     assert_eq!(vc.first_alarm, Some(d("2024-01-01")));
-    assert_eq!((vc.first_alert, vc.lead_days, vc.warnable), (None, None, false));
+    assert_eq!(
+        (vc.first_alert, vc.lead_days, vc.warnable),
+        (None, None, false)
+    );
 
     let ev = e.events.unwrap();
     assert_eq!((ev.alarm_vehicles, ev.warnable_vehicles), (2, 1));
@@ -134,7 +144,7 @@ fn daily_labels_give_window_labels_lead_times_and_false_alarms() {
     assert_eq!(ev.detection_rate_7d, Some(0.0));
     assert_eq!(ev.missed, 1);
     assert_eq!(ev.median_lead_days, Some(3.0));
-    let hist: Vec<u64> = ev.lead_histogram.iter().map(|h| h.1).collect();
+    let hist: Vec<u64> = ev.lead_histogram.iter().map(|h| h.vehicles).collect();
     assert_eq!(hist, [1, 0, 0, 0, 1, 0, 0]);
     assert_eq!((ev.healthy_vehicles, ev.false_alarm_vehicles), (1, 1));
     assert_eq!(ev.false_alarm_vehicles_per_100, Some(100.0));
@@ -154,7 +164,13 @@ fn a_late_warning_has_a_negative_lead() {
     assert_eq!(e.window.positives, 5);
     let ev = e.events.unwrap();
     assert_eq!(ev.detected_1d, 0);
-    assert_eq!(ev.lead_histogram[1], ("late".to_owned(), 1));
+    assert_eq!(
+        ev.lead_histogram[1],
+        LeadBin {
+            bin: "late".into(),
+            vehicles: 1
+        }
+    );
     assert_eq!(ev.healthy_vehicles, 0);
     assert_eq!(ev.false_alarm_vehicles_per_100, None);
 }
@@ -185,9 +201,15 @@ fn truth_csv_is_read_by_column_name_and_errors_name_the_line() {
             .to_string()
     };
     let e = err("vin,first_alarm_date\nV1,2024-02-30\n");
-    assert!(e.contains("truth.csv") && e.contains("line 2") && e.contains("first_alarm_date"), "{e}");
+    assert!(
+        e.contains("truth.csv") && e.contains("line 2") && e.contains("first_alarm_date"),
+        "{e}"
+    );
     let e = err("vin,first_alarm_date\nV1,\nV1,\n");
-    assert!(e.contains("line 3") && e.contains("line 2") && e.contains("V1"), "{e}");
+    assert!(
+        e.contains("line 3") && e.contains("line 2") && e.contains("V1"),
+        "{e}"
+    );
     let e = err("vin,date\nV1,2024-01-01\n");
     assert!(e.contains("first_alarm_date"), "{e}");
     let e = err("");
@@ -241,4 +263,53 @@ fn bad_calls_are_errors_that_say_why() {
     nanp[0].prob = f32::NAN;
     assert!(msg(&nanp, EvalConfig::default()).contains("NaN"));
     assert!(AlarmHistory::from_first_alarms([("A", None), ("A", None::<NaiveDate>)]).is_err());
+}
+
+#[test]
+fn labelled_windows_and_scored_csv_are_read_with_located_errors() {
+    let w = "\"V1\",2024-01-15,1.0,2.0,0.0\nV1,2024-01-16,1.0,2.0,1.0\n";
+    let h = AlarmHistory::from_labelled_windows_csv(w.as_bytes(), None).unwrap();
+    assert_eq!(
+        h,
+        AlarmHistory::from_windows([
+            ("V1", d("2024-01-15"), false),
+            ("V1", d("2024-01-16"), true)
+        ])
+        .unwrap()
+    );
+    let file = Some(Path::new("w.csv"));
+    let e = AlarmHistory::from_labelled_windows_csv("V1,2024-01-15,1,2,0.5\n".as_bytes(), file)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("w.csv") && e.contains("line 1") && e.contains("labelled"),
+        "{e}"
+    );
+    let e = AlarmHistory::from_labelled_windows_csv("V1,2024-13-15,1,2,0\n".as_bytes(), file)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Date"), "{e}");
+
+    let p =
+        "vin,date,predicted_prob,alarm\n\"V1\",2024-01-15,0.25,false\nV2,2024-01-15,0.75,true\n";
+    let rows = read_scored_csv(p.as_bytes(), None).unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("V1".to_owned(), d("2024-01-15"), 0.25),
+            ("V2".to_owned(), d("2024-01-15"), 0.75)
+        ]
+    );
+    let f = Some(Path::new("p.csv"));
+    let e = read_scored_csv("vin,date,predicted_prob\nV1,2024-01-15,1.5\n".as_bytes(), f)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("p.csv") && e.contains("line 2") && e.contains("predicted_prob"),
+        "{e}"
+    );
+    let e = read_scored_csv("vin,day,prob\n".as_bytes(), f)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("predicted_prob"), "{e}");
 }

@@ -77,6 +77,7 @@ __all__ = [
     "Summary",
     "__version__",
     "daily",
+    "evaluate",
     "frame_features",
     "read_batch_csv",
     "read_daily_csv",
@@ -1146,6 +1147,139 @@ def score_file(
         utc_offset=utc_offset,
         ocv=None if ocv is None else _ocv(ocv),
     )
+
+
+def _is_path(v: Any) -> bool:
+    return isinstance(v, (str, os.PathLike))
+
+
+def _column(df: Any, names: "Sequence[str]", what: str) -> Any:
+    for n in names:
+        if n in df.columns:
+            return df[n]
+    raise InvalidInputError(f"{what}: no column {' or '.join(repr(n) for n in names)}")
+
+
+def _vin_list(col: Any, what: str) -> "list[str]":
+    if col.isna().any():
+        row = int(np.flatnonzero(col.isna().to_numpy())[0]) + 1
+        raise InvalidInputError(f"{what}: row {row} has no VIN")
+    return [str(v) for v in col]
+
+
+def evaluate(
+    predictions: Any,
+    *,
+    daily: Any = None,
+    truth: Any = None,
+    windows: Any = None,
+    threshold: Optional[float] = None,
+    horizon: Optional[int] = None,
+    model: "Union[Model, PathLike, None]" = None,
+) -> "dict[str, Any]":
+    """Measures predictions against labels as ``bms evaluate`` does (SPEC §9, the same
+    Rust code): window metrics (ROC AUC, average precision; precision, recall and F1 at
+    the threshold) and, per vehicle, the lead time from the first alert to the first
+    alarm day, detection rates at ≥ 1, 3 and 7 days, and false alarms on vehicles that
+    never alarm. Returns the dict ``bms evaluate --json`` writes (keys ``window``,
+    ``events``, ``vehicles``, …).
+
+    Give ``predictions`` and exactly one label source, either all as files or all in
+    memory:
+
+    - files: ``predictions`` a ``bms predict --out`` directory or predictions CSV;
+      ``daily`` a daily table (CSV/Parquet), ``truth`` a truth CSV (``bms simulate
+      --truth``) or ``windows`` labelled windows (``bms windows --labels``);
+    - DataFrames: ``predictions`` with ``vin``, ``date``, ``predicted_prob`` (what
+      :meth:`Model.predict_daily` returns); ``daily`` with ``VIN``, ``Date``, ``Label``
+      (:func:`daily`, ``Simulation.daily``), ``truth`` with ``vin``,
+      ``first_alarm_date`` (``Simulation.truth``), or ``windows`` with ``vin``, ``date``,
+      ``label``.
+
+    ``threshold`` and ``horizon`` default to the run's (``summary.json``), else the
+    ``model``'s contract, else (horizon) 14; in-memory predictions need ``threshold`` or
+    ``model``. Bad data raises :class:`InvalidInputError`, a missing file
+    ``FileNotFoundError``.
+    """
+    import json
+
+    given = [(k, v) for k, v in (("daily", daily), ("truth", truth), ("windows", windows)) if v is not None]
+    if len(given) != 1:
+        raise InvalidInputError(
+            "give exactly one label source: daily=, truth= or windows= "
+            f"({len(given)} given)"
+        )
+    kind, labels = given[0]
+    model_path = model.path if isinstance(model, Model) else model
+    if _is_path(predictions) and _is_path(labels):
+        text = _bms.evaluate_files(
+            os.fspath(predictions),
+            **{kind: os.fspath(labels)},
+            threshold=threshold,
+            horizon=horizon,
+            model=None if model_path is None else os.fspath(model_path),
+        )
+        return json.loads(text)  # type: ignore[no-any-return]
+    if _is_path(predictions) or _is_path(labels):
+        raise TypeError(
+            "predictions and labels must both be files or both be DataFrames "
+            f"(got {type(predictions).__name__} and {type(labels).__name__})"
+        )
+    m: Optional[Model] = None
+    if isinstance(model, Model):
+        m = model
+    elif model is not None:
+        m = Model(model)
+    if threshold is None:
+        if m is None:
+            raise InvalidInputError(
+                "threshold: in-memory predictions do not say which threshold made their "
+                "alarms; give threshold= or model="
+            )
+        threshold = m.threshold
+    if horizon is None:
+        horizon = int(m.contract["horizon"]) if m is not None else 14
+    if not isinstance(horizon, (int, np.integer)) or isinstance(horizon, bool) or horizon < 0:
+        raise InvalidInputError(f"horizon: {horizon!r} is not a number of days")
+    p = pd.DataFrame(predictions)
+    vins = _vin_list(_column(p, ["vin", "VIN"], "predictions"), "predictions")
+    days = _days(_column(p, ["date", "Date"], "predictions"), "date")
+    probs = np.ascontiguousarray(
+        pd.to_numeric(_column(p, ["predicted_prob"], "predictions")), dtype=np.float32
+    )
+    lab = pd.DataFrame(labels)
+    if kind == "daily":
+        lvins = _vin_list(_column(lab, ["VIN", "vin"], "daily"), "daily")
+        ldays = _days(_column(lab, ["Date", "date"], "daily"), "Date")
+        lvalues = pd.to_numeric(_column(lab, ["Label", "label"], "daily")).to_numpy(np.float64)
+        native_kind = "daily"
+    elif kind == "truth":
+        lvins = _vin_list(_column(lab, ["vin", "VIN"], "truth"), "truth")
+        first = pd.to_datetime(_column(lab, ["first_alarm_date"], "truth"))
+        ldays = np.where(
+            first.isna().to_numpy(),
+            np.iinfo(np.int64).min,
+            first.fillna(pd.Timestamp(0)).to_numpy().astype("datetime64[D]").astype(np.int64),
+        ).astype(np.int64)
+        lvalues = np.zeros(len(lvins), dtype=np.float64)
+        native_kind = "first_alarms"
+    else:
+        lvins = _vin_list(_column(lab, ["vin", "VIN"], "windows"), "windows")
+        ldays = _days(_column(lab, ["date", "Date"], "windows"), "date")
+        lvalues = pd.to_numeric(_column(lab, ["label", "Label"], "windows")).to_numpy(np.float64)
+        native_kind = "windows"
+    text = _bms.evaluate_arrays(
+        vins,
+        days,
+        probs,
+        kind=native_kind,
+        label_vins=lvins,
+        label_days=np.ascontiguousarray(ldays, dtype=np.int64),
+        label_values=np.ascontiguousarray(lvalues, dtype=np.float64),
+        threshold=float(threshold),
+        horizon=int(horizon),
+    )
+    return json.loads(text)  # type: ignore[no-any-return]
 
 
 class Model:

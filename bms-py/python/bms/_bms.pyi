@@ -26,6 +26,8 @@ __all__ = [
     "Summary",
     "__version__",
     "daily",
+    "evaluate_arrays",
+    "evaluate_files",
     "event_ids",
     "factorize_strings",
     "first_appearance",
@@ -205,6 +207,8 @@ class Summary:
     @property
     def fill_value(self) -> float: ...
     @property
+    def horizon_days(self) -> Optional[int]: ...
+    @property
     def partitioned(self) -> bool: ...
     @property
     def seconds(self) -> float: ...
@@ -246,3 +250,26 @@ def score_file(
 def parse_utc_offset(s: str) -> int: ...
 def parse_alarm_flags(s: str) -> Optional[int]: ...
 def event_ids(vins: list[str], days: npt.NDArray[np.int64], model_id: str) -> list[str]: ...
+
+def evaluate_files(
+    predictions: str,
+    *,
+    daily: Optional[str] = None,
+    truth: Optional[str] = None,
+    windows: Optional[str] = None,
+    threshold: Optional[float] = None,
+    horizon: Optional[int] = None,
+    model: Optional[str] = None,
+) -> str: ...
+def evaluate_arrays(
+    vins: list[str],
+    days: "np.ndarray[Any, np.dtype[np.int64]]",
+    probs: "np.ndarray[Any, np.dtype[np.float32]]",
+    *,
+    kind: str,
+    label_vins: list[str],
+    label_days: "np.ndarray[Any, np.dtype[np.int64]]",
+    label_values: "np.ndarray[Any, np.dtype[np.float64]]",
+    threshold: float,
+    horizon: int,
+) -> str: ...
