@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 use chrono::NaiveDate;
 
 use bms_batch::Summary;
+use bms_batch::evaluate::{self, LabelFiles};
 use bms_batch::store::parquet::read_predictions;
 use bms_batch::store::{Prediction, SUMMARY_FILE};
 
@@ -61,6 +62,17 @@ pub struct ReportData {
     pub probs: Vec<f32>,
     /// Sorted by descending maximum probability, then VIN.
     pub vehicles: Vec<Vehicle>,
+    /// With labels (`bms report DIR --daily/--truth/--windows`): the scores measured
+    /// against them, and the BMS alarm days each chart marks.
+    pub evaluation: Option<LabelledView>,
+}
+
+/// The evaluation section of the page.
+#[derive(Debug, Clone)]
+pub struct LabelledView {
+    pub evaluation: bms_core::evaluate::Evaluation,
+    /// Alarm days the labels know, per VIN.
+    pub bms_alarms: BTreeMap<String, Vec<NaiveDate>>,
 }
 
 fn idx(names: &[String], name: &str) -> Option<usize> {
@@ -140,13 +152,14 @@ pub fn report_data(names: &[String], rows: &[Prediction], threshold: f32, fill: 
         rows_rejected: 0,
         probs: rows.iter().map(|r| r.predicted_prob).collect(),
         vehicles,
+        evaluation: None,
     }
 }
 
-/// Reads `DIR` (predictions and summary.json) and writes the page to `out` atomically.
-/// Returns the data shown.
-pub fn write_report(dir: &Path, out: &Path) -> Result<ReportData> {
-    let (data, html) = report_page(dir)?;
+/// Reads `DIR` (predictions and summary.json) and writes the page to `out` atomically,
+/// with the evaluation section when `labels` name a label file. Returns the data shown.
+pub fn write_report(dir: &Path, out: &Path, labels: &LabelFiles) -> Result<ReportData> {
+    let (data, html) = report_page(dir, labels)?;
     let mut f = bms_core::io::AtomicFile::create(out)?;
     std::io::Write::write_all(f.file(), html.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
@@ -155,8 +168,9 @@ pub fn write_report(dir: &Path, out: &Path) -> Result<ReportData> {
     Ok(data)
 }
 
-/// Reads `DIR` (predictions and summary.json): the data shown and the page.
-pub fn report_page(dir: &Path) -> Result<(ReportData, String)> {
+/// Reads `DIR` (predictions and summary.json) and, when `labels` name one, a label file:
+/// the data shown and the page.
+pub fn report_page(dir: &Path, labels: &LabelFiles) -> Result<(ReportData, String)> {
     let preds = read_predictions(dir)?;
     let summary = Summary::read(&dir.join(SUMMARY_FILE))?;
     let mut data = report_data(
@@ -165,6 +179,25 @@ pub fn report_page(dir: &Path) -> Result<(ReportData, String)> {
         summary.threshold,
         summary.fill_value,
     );
+    if labels.daily.is_some() || labels.truth.is_some() || labels.windows.is_some() {
+        let history = evaluate::read_labels(labels)?;
+        let cfg = evaluate::config(None, None, None, Some(&summary))?;
+        let scores: Vec<(String, NaiveDate, f32)> = preds
+            .rows
+            .iter()
+            .map(|p| (p.vin.clone(), p.date, p.predicted_prob))
+            .collect();
+        let evaluation = evaluate::evaluate_scores(&scores, &history, &cfg)?;
+        let bms_alarms = data
+            .vehicles
+            .iter()
+            .map(|v| (v.vin.clone(), history.alarm_days(&v.vin).to_vec()))
+            .collect();
+        data.evaluation = Some(LabelledView {
+            evaluation,
+            bms_alarms,
+        });
+    }
     data.input = summary.input;
     data.rows_read = summary.rows_read;
     data.rows_rejected = summary.rows_rejected;
@@ -192,7 +225,7 @@ svg{display:block;margin:6px 0 18px}svg text{font-size:11px;fill:#3e4c59}
 .bar{fill:#627d98}.bar.hi{fill:#d64545}.thr{stroke:#d64545;stroke-width:2;stroke-dasharray:5 3}
 .axis{stroke:#9aa5b1;stroke-width:1}.grid{stroke:#e4e7eb;stroke-width:1}
 .s1{stroke:#2680c2;fill:none;stroke-width:1.6}.s2{stroke:#de911d;fill:none;stroke-width:1.6}.s3{stroke:#8719e0;fill:none;stroke-width:1.8}
-.dot{fill:#d64545}";
+.dot{fill:#d64545}.bmsalarm{stroke:#d64545;stroke-width:2}";
 
 /// Renders the page.
 pub fn render(d: &ReportData) -> String {
@@ -253,6 +286,10 @@ pub fn render(d: &ReportData) -> String {
     card(&mut h, d.rows_rejected.to_string(), "rows rejected", false);
     h.push_str("</div>\n");
 
+    if let Some(view) = &d.evaluation {
+        evaluation_section(&mut h, &view.evaluation);
+    }
+
     h.push_str("<h2>Distribution of predicted probabilities</h2>");
     histogram(&mut h, &d.probs, d.threshold);
 
@@ -305,7 +342,12 @@ probability predicted for the next days. Gaps are days without data.</div>",
             v.max_prob,
             v.max_date
         );
-        vehicle_chart(&mut h, v, d.threshold);
+        let alarms = d
+            .evaluation
+            .as_ref()
+            .and_then(|e| e.bms_alarms.get(&v.vin))
+            .map_or(&[][..], Vec::as_slice);
+        vehicle_chart(&mut h, v, d.threshold, alarms);
     }
     h.push_str("</body></html>\n");
     h
@@ -408,7 +450,138 @@ fn segments(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
     out
 }
 
-fn vehicle_chart(h: &mut String, v: &Vehicle, threshold: f32) {
+fn pct(v: Option<f64>) -> String {
+    v.map_or("–".to_owned(), |v| format!("{:.0} %", 100.0 * v))
+}
+
+fn fixed(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+/// Days of warning before the BMS alarm: cards, the lead-time histogram and the table of
+/// the vehicles that alarm (SPEC §9).
+fn evaluation_section(h: &mut String, e: &bms_core::evaluate::Evaluation) {
+    let w = &e.window;
+    h.push_str("<h2 id=\"evaluation\">Warning before the BMS alarm</h2>");
+    let _ = write!(
+        h,
+        "<div class=\"meta\">Scores against the labels ({}): {} windows evaluated, {} \
+without a label, {} of vehicles the labels do not have. Window ROC AUC {}, average \
+precision {}; at threshold {}: precision {}, recall {}, F1 {}.</div>",
+        match e.labels {
+            bms_core::evaluate::LabelSource::Daily => "daily table, every alarm day",
+            bms_core::evaluate::LabelSource::FirstAlarms => "truth file, first alarm days",
+            bms_core::evaluate::LabelSource::Windows => "labelled windows",
+        },
+        w.windows,
+        e.unlabelled,
+        e.unmatched,
+        fixed(w.roc_auc, 3),
+        fixed(w.average_precision, 3),
+        e.threshold,
+        fixed(w.precision, 3),
+        fixed(w.recall, 3),
+        fixed(w.f1, 3)
+    );
+    let Some(ev) = &e.events else {
+        return;
+    };
+    h.push_str("<div class=\"cards\">");
+    for (value, label, alarm) in [
+        (ev.alarm_vehicles.to_string(), "vehicles that alarm", false),
+        (pct(ev.detection_rate_7d), "warned ≥ 7 days ahead", false),
+        (pct(ev.detection_rate_1d), "warned ≥ 1 day ahead", false),
+        (ev.missed.to_string(), "never warned", ev.missed > 0),
+        (
+            fixed(ev.false_alarm_vehicles_per_100, 1),
+            "false-alarm vehicles per 100",
+            ev.false_alarm_vehicles > 0,
+        ),
+        (
+            fixed(ev.false_alarm_days_per_1000, 1),
+            "false-alarm days per 1,000",
+            false,
+        ),
+    ] {
+        let _ = write!(
+            h,
+            "<div class=\"card{}\"><b>{value}</b><span>{label}</span></div>",
+            if alarm { " alarm" } else { "" }
+        );
+    }
+    h.push_str("</div>");
+    h.push_str("<h3>Lead time: days from the first alert to the first alarm</h3>");
+    lead_histogram(h, &ev.lead_histogram);
+    h.push_str(
+        "<table><thead><tr><th>VIN</th><th>first alarm</th><th>first alert</th>\
+<th>lead (days)</th><th>alerts</th><th>highest probability</th></tr></thead><tbody>",
+    );
+    for v in e.vehicles.iter().filter(|v| v.first_alarm.is_some()) {
+        let late = v.lead_days.is_none_or(|l| l < 1);
+        let _ = write!(
+            h,
+            "<tr{}><td class=\"vin\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
+<td class=\"num\">{}</td><td class=\"num\">{:.3}</td></tr>",
+            if late { " class=\"alarm\"" } else { "" },
+            esc(&v.vin),
+            v.first_alarm.map(|d| d.to_string()).unwrap_or_default(),
+            v.first_alert
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "never".into()),
+            v.lead_days
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "–".into()),
+            v.alerts,
+            v.max_prob
+        );
+    }
+    h.push_str("</tbody></table>\n");
+}
+
+fn lead_histogram(h: &mut String, bins: &[bms_core::evaluate::LeadBin]) {
+    const HT: f64 = 180.0;
+    let (top, bottom) = (16.0, HT - 34.0);
+    let maxc = bins.iter().map(|b| b.vehicles).max().unwrap_or(0).max(1);
+    let bw = (W - LEFT - RIGHT) / bins.len().max(1) as f64;
+    let _ = write!(
+        h,
+        "<svg width=\"{W}\" height=\"{HT}\" viewBox=\"0 0 {W} {HT}\" role=\"img\" aria-label=\"lead-time histogram\">"
+    );
+    for (i, b) in bins.iter().enumerate() {
+        let x = LEFT + i as f64 * bw;
+        let bar = b.vehicles as f64 / maxc as f64 * (bottom - top);
+        // Bins without a timely warning (never, late, same day) are drawn red.
+        let hi = i < 3;
+        let _ = write!(
+            h,
+            "<rect class=\"bar{}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bar:.1}\"><title>{}: {} vehicles</title></rect>\
+<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\
+<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            if hi { " hi" } else { "" },
+            x + 4.0,
+            bottom - bar,
+            bw - 8.0,
+            esc(&b.bin),
+            b.vehicles,
+            x + bw / 2.0,
+            bottom - bar - 4.0,
+            b.vehicles,
+            x + bw / 2.0,
+            bottom + 16.0,
+            esc(&b.bin)
+        );
+    }
+    let _ = write!(
+        h,
+        "<line class=\"axis\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{bottom}\" y2=\"{bottom}\"/>\
+<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">vehicles that alarm, by days of warning</text></svg>",
+        W - RIGHT,
+        LEFT + (W - LEFT - RIGHT) / 2.0,
+        HT - 2.0
+    );
+}
+
+fn vehicle_chart(h: &mut String, v: &Vehicle, threshold: f32, bms_alarms: &[NaiveDate]) {
     const PANEL: f64 = 92.0;
     const GAP: f64 = 26.0;
     let ht = 8.0 + 3.0 * (PANEL + GAP) + 14.0;
@@ -511,6 +684,15 @@ fn vehicle_chart(h: &mut String, v: &Vehicle, threshold: f32) {
             h.push_str("\"/>");
         }
         if fixed.is_some() {
+            // The BMS alarm days the labels know, as red ticks under the probability.
+            for &a in bms_alarms.iter().filter(|&&a| a >= d0 && a <= d1) {
+                let ax = x(a);
+                let _ = write!(
+                    h,
+                    "<line class=\"bmsalarm\" x1=\"{ax:.1}\" x2=\"{ax:.1}\" y1=\"{:.1}\" y2=\"{bottom:.1}\"><title>BMS alarm {a}</title></line>",
+                    bottom - 10.0
+                );
+            }
             for (d, (px, py)) in v.days.iter().zip(&pts) {
                 if d.alarm && py.is_finite() {
                     let _ = write!(

@@ -222,3 +222,95 @@ fn chromium_renders_the_report_without_console_messages() {
     );
     assert!(count_color(&rgba, [255, 255, 255], 3) >= rgba.len() / 4 * 97 / 100);
 }
+
+/// `bms report DIR --daily FILE`: the "Warning before the BMS alarm" section shows the
+/// figures `bms evaluate` gives for the same files, one table row per vehicle that alarms,
+/// the lead-time histogram, and the BMS alarm days marked in the charts.
+#[test]
+fn labels_add_the_warning_section_with_the_figures_of_bms_evaluate() {
+    let (dir, out) = reported();
+    let daily = dir.path().join("daily.csv");
+    let plain = text(&out.join("report.html"));
+    assert!(!plain.contains("Warning before the BMS alarm"));
+    let page = dir.path().join("labelled.html");
+    ok(&["report", p(&out), "--daily", p(&daily), "-o", p(&page)]);
+    let html = text(&page);
+    let e: serde_json::Value = serde_json::from_slice(
+        &ok(&["evaluate", p(&out), "--daily", p(&daily), "--json", "-"]).stdout,
+    )
+    .unwrap();
+    let ev = &e["events"];
+    let section = &html[html.find("Warning before the BMS alarm").unwrap()
+        ..html.find("Distribution of predicted").unwrap()];
+    assert!(
+        section.contains(&format!("{} windows evaluated", e["window"]["windows"])),
+        "{section}"
+    );
+    assert!(section.contains(&format!(
+        "<b>{}</b><span>vehicles that alarm",
+        ev["alarm_vehicles"]
+    )));
+    assert!(section.contains(&format!("<b>{}</b><span>never warned", ev["missed"])));
+    let alarmed: Vec<&serde_json::Value> = e["vehicles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| !v["first_alarm"].is_null())
+        .collect();
+    assert!(
+        !alarmed.is_empty(),
+        "the fleet has weak cells: some vehicle alarms"
+    );
+    assert_eq!(section.matches("<tr").count(), 1 + alarmed.len());
+    for v in &alarmed {
+        assert!(section.contains(v["vin"].as_str().unwrap()));
+    }
+    for b in ev["lead_histogram"].as_array().unwrap() {
+        assert!(section.contains(&format!(
+            "<title>{}: {} vehicles</title>",
+            b["bin"].as_str().unwrap(),
+            b["vehicles"]
+        )));
+    }
+    // One more chart (the lead-time histogram); alarm days of charted vehicles marked.
+    assert_eq!(
+        html.matches("<svg").count(),
+        plain.matches("<svg").count() + 1
+    );
+    let daily_text = text(&daily);
+    let charted: Vec<&str> = html
+        .match_indices("<h3 id=\"v")
+        .map(|(i, _)| {
+            let h = &html[i..];
+            let start = h.find("class=\"vin\">").unwrap() + "class=\"vin\">".len();
+            &h[start..start + 17]
+        })
+        .collect();
+    let marks = html.matches("<title>BMS alarm ").count();
+    let expected: usize = charted
+        .iter()
+        .map(|vin| {
+            // Alarm days of the vehicle inside its charted (predicted) date range.
+            let preds = read_predictions(&out).unwrap().rows;
+            let dates: Vec<chrono::NaiveDate> = preds
+                .iter()
+                .filter(|r| r.vin == *vin)
+                .map(|r| r.date)
+                .collect();
+            let (lo, hi) = (dates.iter().min().unwrap(), dates.iter().max().unwrap());
+            daily_text
+                .lines()
+                .filter(|l| {
+                    l.starts_with(&format!("\"{vin}\",")) || l.starts_with(&format!("{vin},"))
+                })
+                .filter(|l| {
+                    let f: Vec<&str> = l.split(',').collect();
+                    let date: chrono::NaiveDate = f[1].parse().unwrap();
+                    f[8] == "1.0" && date >= *lo && date <= *hi
+                })
+                .count()
+        })
+        .sum();
+    assert_eq!(marks, expected);
+    assert!(marks > 0, "no charted vehicle has an alarm day in view");
+}

@@ -303,6 +303,15 @@ impl AlarmHistory {
         Self::from_windows(windows)
     }
 
+    /// The alarm days the labels know of a vehicle, sorted (daily labels: all of them;
+    /// truth: the first; window labels: none).
+    pub fn alarm_days(&self, vin: &str) -> &[NaiveDate] {
+        match &self.labels {
+            Labels::Vehicles(m) => m.get(vin).map_or(&[], |v| v.alarm_days.as_slice()),
+            Labels::Windows(_) => &[],
+        }
+    }
+
     pub fn source(&self) -> LabelSource {
         self.source
     }

@@ -88,7 +88,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
     eprintln!("3/3 writing the report…");
     let report = dir.join("report.html");
-    let data = crate::report::write_report(dir, &report)?;
+    // Labelled by the daily table's alarm days: the report's "Warning before the BMS
+    // alarm" section and the lead times below.
+    let labels = bms_batch::evaluate::LabelFiles {
+        daily: Some(daily.clone()),
+        ..Default::default()
+    };
+    let data = crate::report::write_report(dir, &report, &labels)?;
+    let evaluation = &data.evaluation.as_ref().expect("labels given").evaluation;
+    let leads: std::collections::HashMap<&str, Option<i64>> = evaluation
+        .vehicles
+        .iter()
+        .map(|v| (v.vin.as_str(), v.lead_days))
+        .collect();
 
     // What it found, against the simulator's truth.
     let truth: std::collections::HashMap<&str, &bms_core::VehicleTruth> =
@@ -110,10 +122,25 @@ pub fn run(args: DemoArgs) -> Result<()> {
         flagged_weak,
         weak
     );
+    if let Some(ev) = &evaluation.events {
+        let share = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{:.0} %", 100.0 * v));
+        println!(
+            "Against the BMS alarms: {} vehicles alarm; warned ≥ 7 days ahead {} ({}), ≥ 1 day {} ({}), never {}; \
+{} of {} vehicles that never alarm had a false alarm.",
+            ev.alarm_vehicles,
+            ev.detected_7d,
+            share(ev.detection_rate_7d),
+            ev.detected_1d,
+            share(ev.detection_rate_1d),
+            ev.missed,
+            ev.false_alarm_vehicles,
+            ev.healthy_vehicles
+        );
+    }
     println!("\nMost at-risk vehicles:");
     println!(
-        "  {:<18} {:>9}  {:<10}  {:<11}  {:<10}",
-        "VIN", "max prob", "on", "first alarm", "truth"
+        "  {:<18} {:>9}  {:<10}  {:<11}  {:>4}  {:<10}",
+        "VIN", "max prob", "on", "first alert", "lead", "truth"
     );
     for v in data.vehicles.iter().take(10) {
         let t = truth.get(v.vin.as_str());
@@ -122,11 +149,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 Some(d) => format!("weak cell, BMS alarm from {d}"),
                 None => "weak cell, no BMS alarm yet".to_owned(),
             },
-            Some(_) => "healthy".to_owned(),
+            Some(t) => match t.first_alarm_date {
+                Some(d) => format!("no weak cell, BMS alarm from {d}"),
+                None => "healthy".to_owned(),
+            },
             None => "?".to_owned(),
         };
+        let lead = leads
+            .get(v.vin.as_str())
+            .copied()
+            .flatten()
+            .map_or("–".to_owned(), |l| format!("{l}d"));
         println!(
-            "  {:<18} {:>9.3}  {:<10}  {:<11}  {truth_text}",
+            "  {:<18} {:>9.3}  {:<10}  {:<11}  {lead:>4}  {truth_text}",
             v.vin,
             v.max_prob,
             v.max_date.to_string(),

@@ -14,12 +14,17 @@ pub struct ReportArgs {
     /// HTML file to write; `-` writes to standard output. Default: DIR/report.html.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+
+    /// Labels for a "Warning before the BMS alarm" section (as `bms evaluate` takes them):
+    /// lead times, detection and false alarms, and the alarm days marked in the charts.
+    #[command(flatten)]
+    pub labels: super::evaluate::LabelArgs,
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
     let out = args.out.unwrap_or_else(|| args.dir.join("report.html"));
     let data = if super::is_stdio(&out) {
-        let (data, html) = crate::report::report_page(&args.dir)?;
+        let (data, html) = crate::report::report_page(&args.dir, &args.labels.files())?;
         let mut stdout = std::io::stdout().lock();
         std::io::Write::write_all(&mut stdout, html.as_bytes())
             .and_then(|()| std::io::Write::flush(&mut stdout))
@@ -27,7 +32,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
         data
     } else {
         super::ensure_parent(&out)?;
-        crate::report::write_report(&args.dir, &out)?
+        crate::report::write_report(&args.dir, &out, &args.labels.files())?
     };
     eprintln!(
         "{}: {} vehicles, {} windows, {} vehicles with an alarm",
