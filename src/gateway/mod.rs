@@ -164,6 +164,7 @@ pub async fn run(
     };
     let metrics = Arc::new(Metrics::default());
     let recorder = Recorder::start(
+        "bms gateway",
         &dir,
         &model.contract().spec,
         metrics.store.clone(),

@@ -180,6 +180,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let recorder = match &config.store {
         Some(dir) => Some(Arc::new(Recorder::start(
+            "bms serve",
             dir,
             &model.contract().spec,
             metrics.clone(),

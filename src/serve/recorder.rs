@@ -25,6 +25,8 @@ use bms_batch::store::{Prediction, Store, event_field_names};
 const MAX_BATCH: usize = 8192;
 
 pub struct Recorder {
+    /// The command whose log lines these are.
+    who: &'static str,
     tx: Mutex<Option<Sender<Vec<Prediction>>>>,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
@@ -33,7 +35,9 @@ pub struct Recorder {
 
 impl Recorder {
     /// Opens (or creates) the stores in `dir` and starts the writer.
+    /// `who` prefixes its log lines (`bms serve`, `bms gateway`).
     pub fn start(
+        who: &'static str,
         dir: &Path,
         spec: &WindowSpec,
         metrics: Arc<Metrics>,
@@ -46,9 +50,10 @@ impl Recorder {
         let q = queued.clone();
         let writer = std::thread::Builder::new()
             .name("bms-store".into())
-            .spawn(move || write_loop(store, rx, q, metrics))
+            .spawn(move || write_loop(who, store, rx, q, metrics))
             .context("cannot start the store writer")?;
         Ok(Recorder {
+            who,
             tx: Mutex::new(Some(tx)),
             queued,
             max_queued,
@@ -84,12 +89,13 @@ impl Recorder {
         if let Some(w) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take()
             && w.join().is_err()
         {
-            eprintln!("bms serve: the store writer panicked");
+            eprintln!("{}: the store writer panicked", self.who);
         }
     }
 }
 
 fn write_loop(
+    who: &str,
     mut store: Store,
     rx: Receiver<Vec<Prediction>>,
     queued: Arc<AtomicUsize>,
@@ -114,12 +120,12 @@ fn write_loop(
                     attempt += 1;
                     if attempt >= 5 {
                         eprintln!(
-                            "bms serve: store write failed {attempt} times, {} predictions not stored: {e:#}",
+                            "{who}: store write failed {attempt} times, {} predictions not stored: {e:#}",
                             batch.len()
                         );
                         break;
                     }
-                    eprintln!("bms serve: store write failed (retrying): {e:#}");
+                    eprintln!("{who}: store write failed (retrying): {e:#}");
                     std::thread::sleep(Duration::from_millis(100 << attempt));
                 }
             }
