@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the Rust workspace (unit, integration, CLI end-to-end),
-# the Python package, the C library and bms.spark on a local Spark.
+# the Python package, the C library, bms.spark on a local Spark, and bms-aws against a
+# local moto server.
 # Usage: ./scripts/test.sh      (from anywhere; builds what it needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/ensure-chromium.sh   # headless Chromium for tests/report.rs (skips cleanly without it)
-cargo test --workspace --all-targets --locked
-cargo test --workspace --doc --locked
+# bms-aws needs a moto server: scripts/test-aws.sh installs it and runs its tests.
+cargo test --workspace --exclude bms-aws --all-targets --locked
+cargo test --workspace --exclude bms-aws --doc --locked
 ./scripts/test-py.sh
 ./scripts/test-c.sh
 ./scripts/test-spark.sh
+./scripts/test-aws.sh

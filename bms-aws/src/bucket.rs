@@ -12,7 +12,7 @@
 //! | `{prefix}runs/{object}.{model}/_SUCCESS` | the manifest, written last: the run's objects, the input's ETag and counts |
 //!
 //! `{run}` is `{object}.{model}.{etag}`: the input key (every byte other than
-//! `A–Z a–z 0–9 . _ -` as `%XX`), the model id and the object's ETag. Names are
+//! `A–Z a–z 0–9 . -` as `_XX`, [`name_segment`]), the model id and the object's ETag. Names are
 //! deterministic, so a repeated delivery of the same event rewrites the same objects and
 //! the same items and adds nothing. S3 has no rename: a run uploads its objects, writes
 //! the items, and commits by writing the manifest; only then are the objects of the run the
@@ -99,7 +99,10 @@ fn collect_records(
             .or_else(|| r.get("EventSource"))
             .and_then(Value::as_str);
         if source == Some("aws:sqs") {
-            anyhow::ensure!(depth == 0, "Records[{i}]: an SQS message inside an SQS message");
+            anyhow::ensure!(
+                depth == 0,
+                "Records[{i}]: an SQS message inside an SQS message"
+            );
             let body = r
                 .get("body")
                 .and_then(Value::as_str)
@@ -134,15 +137,16 @@ fn collect_records(
     Ok(())
 }
 
-/// `text` with every byte other than `A–Z a–z 0–9 . _ -` written as `%XX`: a key as one
-/// path segment of an object name.
+/// `text` with every byte other than `A–Z a–z 0–9 . -` written as `_XX` (hex): a key as
+/// one segment of an object name, without the characters S3 advises against (`%`…) and
+/// without collisions (`_` itself is `_5F`).
 pub fn name_segment(text: &str) -> String {
     let mut s = String::with_capacity(text.len());
     for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-') {
             s.push(char::from(b));
         } else {
-            s.push_str(&format!("%{b:02X}"));
+            s.push_str(&format!("_{b:02X}"));
         }
     }
     s
@@ -311,6 +315,21 @@ impl BucketHandler {
             .map_err(service)?
             .map_err(Failure::Input)?
         };
+        if summary.scored == 0
+            && summary.rows_read > 0
+            && summary.rows_rejected == summary.rows_read
+        {
+            let first = std::fs::read_to_string(out_dir.join(REJECTS_FILE))
+                .ok()
+                .and_then(|t| t.lines().nth(1).map(|l| l.escape_debug().to_string()))
+                .unwrap_or_default();
+            return Err(Failure::Input(anyhow!(
+                "{input}: none of its {} {} could be read, so it is not scored \
+                 (the first, as line,reason,source: {first})",
+                summary.rows_read,
+                summary.format.map_or("records", |f| f.records()),
+            )));
+        }
         let mut summary = summary;
         summary.input = input.to_string();
         std::fs::write(out_dir.join(SUMMARY_FILE), summary.to_json())
@@ -326,9 +345,18 @@ impl BucketHandler {
         for (date_dir, file) in partitions(&out_dir.join(PARQUET_DIR)).map_err(service)? {
             files.push((file, url(format!("predictions/{date_dir}/{run}.parquet"))));
         }
-        files.push((out_dir.join(EVENTS_FILE), url(format!("events/{run}.jsonl"))));
-        files.push((out_dir.join(REJECTS_FILE), url(format!("rejects/{run}.csv"))));
-        files.push((out_dir.join(SUMMARY_FILE), url(format!("summaries/{run}.json"))));
+        files.push((
+            out_dir.join(EVENTS_FILE),
+            url(format!("events/{run}.jsonl")),
+        ));
+        files.push((
+            out_dir.join(REJECTS_FILE),
+            url(format!("rejects/{run}.csv")),
+        ));
+        files.push((
+            out_dir.join(SUMMARY_FILE),
+            url(format!("summaries/{run}.json")),
+        ));
         let manifest_url = url(format!("runs/{base}/_SUCCESS"));
 
         let previous = read_manifest(out_store.as_ref(), &manifest_url)
@@ -513,13 +541,16 @@ mod tests {
         let e = object_records(&json!({"hello": 1})).unwrap_err();
         assert!(e.to_string().contains("no Records"), "{e}");
         let e = object_records(&json!({"Records": [{"s3": {"bucket": {}}}]})).unwrap_err();
-        assert!(e.to_string().contains("Records[0] has no s3.bucket.name"), "{e}");
+        assert!(
+            e.to_string().contains("Records[0] has no s3.bucket.name"),
+            "{e}"
+        );
     }
 
     #[test]
     fn names_are_one_segment_and_local_names_safe() {
-        assert_eq!(name_segment("in/fleet 1.csv"), "in%2Ffleet%201.csv");
-        assert_eq!(name_segment("m-1_a.b"), "m-1_a.b");
+        assert_eq!(name_segment("in/fleet 1.csv"), "in_2Ffleet_201.csv");
+        assert_eq!(name_segment("m-1_a.b"), "m-1_5Fa.b");
         assert_eq!(local_name("in/daily.csv"), "daily.csv");
         assert_eq!(local_name("in/"), "input");
         assert_eq!(local_name(".."), "input");

@@ -64,7 +64,10 @@ pub fn decode_event_key(raw: &str) -> Result<String> {
             b'+' => out.push(b' '),
             b'%' => {
                 let hex = |c: u8| (c as char).to_digit(16);
-                match (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c))) {
+                match (
+                    b.get(i + 1).and_then(|&c| hex(c)),
+                    b.get(i + 2).and_then(|&c| hex(c)),
+                ) {
                     (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
                     _ => bail!("object key {raw:?}: malformed %-escape at byte {i}"),
                 }
@@ -163,6 +166,18 @@ impl Buckets {
     }
 }
 
+/// The object_store path of `url`'s key, verbatim (`Path::from` would percent-encode
+/// `%` and other characters, addressing a different object). Keys object_store cannot
+/// address (empty segments as in `a//b` or a leading or trailing `/`, `.` or `..`
+/// segments, control characters) are an error naming the key.
+pub fn object_path(url: &S3Url) -> Result<ObjectPath> {
+    let k = &url.key;
+    if k.starts_with('/') || k.ends_with('/') {
+        bail!("{url}: a key that starts or ends with '/' cannot be addressed");
+    }
+    ObjectPath::parse(k).with_context(|| format!("{url}: the key cannot be addressed"))
+}
+
 /// What a download read.
 #[derive(Debug, Clone)]
 pub struct Downloaded {
@@ -175,10 +190,14 @@ pub struct Downloaded {
 /// response chunk in memory.
 pub async fn download(store: &dyn ObjectStore, url: &S3Url, dest: &Path) -> Result<Downloaded> {
     let got = store
-        .get(&ObjectPath::from(url.key.as_str()))
+        .get(&object_path(url)?)
         .await
         .with_context(|| format!("cannot read {url}"))?;
-    let e_tag = got.meta.e_tag.as_ref().map(|t| t.trim_matches('"').to_owned());
+    let e_tag = got
+        .meta
+        .e_tag
+        .as_ref()
+        .map(|t| t.trim_matches('"').to_owned());
     let mut file = tokio::fs::File::create(dest)
         .await
         .with_context(|| format!("cannot create {}", dest.display()))?;
@@ -203,7 +222,7 @@ pub async fn upload(store: Arc<dyn ObjectStore>, src: &Path, url: &S3Url) -> Res
     let mut file = tokio::fs::File::open(src)
         .await
         .with_context(|| format!("cannot open {}", src.display()))?;
-    let mut w = BufWriter::new(store, ObjectPath::from(url.key.as_str()));
+    let mut w = BufWriter::new(store, object_path(url)?);
     let n = match tokio::io::copy(&mut file, &mut w).await {
         Ok(n) => n,
         Err(e) => {
@@ -220,7 +239,7 @@ pub async fn upload(store: Arc<dyn ObjectStore>, src: &Path, url: &S3Url) -> Res
 /// Writes `bytes` as `url` in one PUT.
 pub async fn put(store: &dyn ObjectStore, url: &S3Url, bytes: Vec<u8>) -> Result<()> {
     store
-        .put(&ObjectPath::from(url.key.as_str()), bytes.into())
+        .put(&object_path(url)?, bytes.into())
         .await
         .with_context(|| format!("cannot write {url}"))?;
     Ok(())
@@ -228,7 +247,7 @@ pub async fn put(store: &dyn ObjectStore, url: &S3Url, bytes: Vec<u8>) -> Result
 
 /// The object `url` whole, or `None` when there is none.
 pub async fn get_if_exists(store: &dyn ObjectStore, url: &S3Url) -> Result<Option<Vec<u8>>> {
-    match store.get(&ObjectPath::from(url.key.as_str())).await {
+    match store.get(&object_path(url)?).await {
         Ok(got) => Ok(Some(
             got.bytes()
                 .await
@@ -242,7 +261,7 @@ pub async fn get_if_exists(store: &dyn ObjectStore, url: &S3Url) -> Result<Optio
 
 /// Deletes `url` (nothing when it does not exist).
 pub async fn delete(store: &dyn ObjectStore, url: &S3Url) -> Result<()> {
-    match store.delete(&ObjectPath::from(url.key.as_str())).await {
+    match store.delete(&object_path(url)?).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot delete {url}")),
     }
@@ -254,8 +273,14 @@ mod tests {
 
     #[test]
     fn event_keys_are_form_url_decoded() {
-        assert_eq!(decode_event_key("incoming/fleet+1.csv").unwrap(), "incoming/fleet 1.csv");
-        assert_eq!(decode_event_key("a%2Bb%20c%C3%A9.csv").unwrap(), "a+b cé.csv");
+        assert_eq!(
+            decode_event_key("incoming/fleet+1.csv").unwrap(),
+            "incoming/fleet 1.csv"
+        );
+        assert_eq!(
+            decode_event_key("a%2Bb%20c%C3%A9.csv").unwrap(),
+            "a+b cé.csv"
+        );
         assert_eq!(decode_event_key("plain/key.csv").unwrap(), "plain/key.csv");
         let e = decode_event_key("bad%2").unwrap_err().to_string();
         assert!(e.contains("malformed %-escape at byte 3"), "{e}");
@@ -268,7 +293,10 @@ mod tests {
     #[test]
     fn s3_urls_parse_and_print_back() {
         let u = S3Url::parse("s3://bucket/in/daily.csv").unwrap();
-        assert_eq!((u.bucket.as_str(), u.key.as_str()), ("bucket", "in/daily.csv"));
+        assert_eq!(
+            (u.bucket.as_str(), u.key.as_str()),
+            ("bucket", "in/daily.csv")
+        );
         assert_eq!(u.to_string(), "s3://bucket/in/daily.csv");
         assert_eq!(S3Url::parse("s3://bucket").unwrap().key, "");
         assert!(S3Url::parse("s3:///key").is_err());

@@ -326,7 +326,13 @@ pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     };
-    if client.describe_table().table_name(name).send().await.is_ok() {
+    if client
+        .describe_table()
+        .table_name(name)
+        .send()
+        .await
+        .is_ok()
+    {
         return Ok(());
     }
     client
@@ -385,7 +391,10 @@ mod tests {
                 sizes.len()
             };
             if items.len() > MAX_BATCH {
-                return Err(WriteError::Failed(anyhow!("too many items: {}", items.len())));
+                return Err(WriteError::Failed(anyhow!(
+                    "too many items: {}",
+                    items.len()
+                )));
             }
             if self.fail {
                 return Err(WriteError::Failed(anyhow!("AccessDeniedException")));

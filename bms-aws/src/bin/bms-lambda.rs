@@ -11,9 +11,11 @@ async fn main() -> Result<(), Error> {
     let started = std::time::Instant::now();
     let config = Config::from_env()?;
     let sdk = bms_aws::sdk_config().await;
-    let handler = BucketHandler::from_config(&config, &sdk).await.inspect_err(|e| {
-        eprintln!("bms-lambda: cannot start: {}", bms_batch::error_text(e));
-    })?;
+    let handler = BucketHandler::from_config(&config, &sdk)
+        .await
+        .inspect_err(|e| {
+            eprintln!("bms-lambda: cannot start: {}", bms_batch::error_text(e));
+        })?;
     eprintln!(
         "bms-lambda: model {} ready in {:.1} ms",
         handler.model.contract().model_id,
