@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -19,10 +20,10 @@ use bms_batch::{Job, NoObserver};
 use bms_core::model::Model;
 use futures_util::TryStreamExt;
 use object_store::ObjectStore;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 mod common;
-use common::{Moto, daily_csv, s3_event};
+use common::{Moto, daily_csv, s3_event, xml_texts};
 
 fn model() -> Arc<Model> {
     Arc::new(Model::from_bytes(bms_aws::SHIPPED_MODEL).unwrap())
@@ -421,5 +422,96 @@ fn bad_objects_are_reported_and_failed_runs_leave_nothing_committed() {
                     .collect()
             )
         );
+    });
+}
+
+#[test]
+fn the_trigger_path_through_a_queue_bucket_notification_to_sqs_to_the_handler() {
+    run(async {
+        let mut moto = Moto::start();
+        moto.create_bucket("fleet");
+        let queue = xml_texts(
+            &moto.sqs("Action=CreateQueue&QueueName=bms-events"),
+            "QueueUrl",
+        )
+        .pop()
+        .expect("a queue URL");
+        let config = "<NotificationConfiguration><QueueConfiguration><Id>bms</Id>\
+            <Queue>arn:aws:sqs:us-east-1:123456789012:bms-events</Queue>\
+            <Event>s3:ObjectCreated:*</Event></QueueConfiguration></NotificationConfiguration>";
+        let (status, body) = moto.http_with(
+            "PUT",
+            "/fleet?notification",
+            &[("Content-Type", "application/xml")],
+            config,
+        );
+        assert_eq!(status, 200, "{body}");
+
+        let sdk = moto.sdk().await;
+        let client = aws_sdk_dynamodb::Client::new(&sdk);
+        table::ensure_table(&client, "predictions").await.unwrap();
+        let buckets = Buckets::new(&sdk, None);
+        let store = buckets.get("fleet").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let daily = daily_csv(tmp.path(), 5, 50, 21);
+        let input = S3Url::parse("s3://fleet/incoming/day 1.csv").unwrap();
+        objects::upload(store.clone(), &daily, &input)
+            .await
+            .unwrap();
+
+        // What the queue holds (the s3:TestEvent first), as a Lambda SQS event.
+        let mut records = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !records
+            .iter()
+            .any(|r: &Value| r["body"].as_str().unwrap().contains("ObjectCreated"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no ObjectCreated message in 20 s: {records:?}"
+            );
+            let answer = moto.sqs(&format!(
+                "Action=ReceiveMessage&QueueUrl={queue}&MaxNumberOfMessages=10&WaitTimeSeconds=1"
+            ));
+            let ids = xml_texts(&answer, "MessageId");
+            let handles = xml_texts(&answer, "ReceiptHandle");
+            for ((id, handle), body) in ids.iter().zip(&handles).zip(xml_texts(&answer, "Body")) {
+                records.push(json!({
+                    "messageId": id, "receiptHandle": handle, "body": body,
+                    "eventSource": "aws:sqs", "awsRegion": "us-east-1",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bms-events",
+                }));
+            }
+        }
+        assert!(
+            records
+                .iter()
+                .any(|r| r["body"].as_str().unwrap().contains("s3:TestEvent")),
+            "{records:?}"
+        );
+        let event = json!({ "Records": records });
+        let table: Arc<dyn KeyValueTable> =
+            Arc::new(DynamoTable::new(client.clone(), "predictions"));
+        let h = handler(&sdk, table, None);
+        let result = h.handle(&event).await.unwrap();
+        let objects = result["objects"].as_array().unwrap();
+        assert_eq!(objects.len(), 1, "{result:#}");
+        assert_eq!(objects[0]["object"], "s3://fleet/incoming/day 1.csv");
+        assert_eq!(objects[0]["status"], "scored", "{result:#}");
+        let scored = objects[0]["summary"]["scored"].as_u64().unwrap();
+        assert!(scored > 0);
+        assert_eq!(scan(&client, "predictions").await.len() as u64, scored);
+        // Each result object landing in the bucket notifies the queue too; fed back to
+        // the handler they are skipped, not scored again.
+        let answer = moto.sqs(&format!(
+            "Action=ReceiveMessage&QueueUrl={queue}&MaxNumberOfMessages=10&WaitTimeSeconds=1"
+        ));
+        let bodies = xml_texts(&answer, "Body");
+        assert!(!bodies.is_empty(), "the outputs sent no notifications");
+        let again = json!({"Records": bodies.iter().map(|b| json!({"eventSource": "aws:sqs", "body": b})).collect::<Vec<_>>()});
+        let r = h.handle(&again).await.unwrap();
+        for o in r["objects"].as_array().unwrap() {
+            assert_eq!(o["status"], "skipped", "{r:#}");
+        }
     });
 }

@@ -67,14 +67,30 @@ impl Moto {
 
     /// A plain HTTP request (moto does not check signatures): (status, body).
     pub fn http(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
+        self.http_with(method, path, &[], body)
+    }
+
+    /// The same with extra headers.
+    pub fn http_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return (0, String::new());
         };
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.port,
             body.len()
         );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
         s.write_all(req.as_bytes()).unwrap();
         let mut text = String::new();
         let _ = s.read_to_string(&mut text);
@@ -88,6 +104,24 @@ impl Moto {
             .map_or("", |(_, b)| b)
             .to_owned();
         (status, body)
+    }
+
+    /// An SQS query-protocol call (`params` form-encoded already): the XML answer. moto
+    /// routes by the service named in the Authorization header.
+    pub fn sqs(&mut self, params: &str) -> String {
+        let auth = "AWS4-HMAC-SHA256 Credential=testing/20261204/us-east-1/sqs/aws4_request, \
+                    SignedHeaders=host, Signature=0";
+        let (status, body) = self.http_with(
+            "POST",
+            "/",
+            &[
+                ("Authorization", auth),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            params,
+        );
+        assert_eq!(status, 200, "SQS {params}: {body}");
+        body
     }
 
     pub fn create_bucket(&mut self, name: &str) {
@@ -138,4 +172,47 @@ pub fn s3_event(bucket: &str, raw_key: &str) -> Value {
                "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
                "object": {"key": raw_key, "size": 1, "sequencer": "0A1B2C3D4E5F678901"}}
     }]})
+}
+
+/// `text` with the five XML entities (and numeric references) replaced.
+pub fn xml_unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let j = rest[i..]
+            .find(';')
+            .map(|j| i + j)
+            .expect("an unterminated entity");
+        let entity = &rest[i + 1..j];
+        match entity {
+            "quot" => out.push('"'),
+            "amp" => out.push('&'),
+            "lt" => out.push('<'),
+            "gt" => out.push('>'),
+            "apos" => out.push('\''),
+            e if e.starts_with("#x") => {
+                out.push(char::from_u32(u32::from_str_radix(&e[2..], 16).unwrap()).unwrap())
+            }
+            e if e.starts_with('#') => out.push(char::from_u32(e[1..].parse().unwrap()).unwrap()),
+            e => panic!("unknown entity &{e};"),
+        }
+        rest = &rest[j + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The `<tag>…</tag>` texts of `xml`, unescaped.
+pub fn xml_texts(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let start = i + open.len();
+        let end = start + rest[start..].find(&close).expect("an unclosed element");
+        out.push(xml_unescape(&rest[start..end]));
+        rest = &rest[end + close.len()..];
+    }
+    out
 }
