@@ -1,6 +1,7 @@
-//! bms on AWS: objects in S3 ([`objects`]), the DynamoDB results table ([`table`]) and the
-//! bucket-event function handler ([`bucket`]), run by the `bms-lambda` binary (a custom
-//! runtime, `provided.al2023`) or called directly.
+//! bms on AWS: objects in S3 ([`objects`]), the DynamoDB results table ([`table`]), the
+//! bucket-event function handler ([`bucket`]) and the API Gateway handler ([`api`]), run
+//! by the `bms-lambda` binary (a custom runtime, `provided.al2023`; [`Function`] picks the
+//! handler by the event's shape) or called directly.
 //!
 //! The AWS SDK and object_store's S3 client are dependencies of this crate only: the
 //! command line, the Python wheel and the C library build without them.
@@ -20,6 +21,7 @@
 //! `AWS_ACCESS_KEY_ID`…, profiles, the function's role; `AWS_ENDPOINT_URL` for a local
 //! S3/DynamoDB-compatible server).
 
+pub mod api;
 pub mod bucket;
 pub mod objects;
 pub mod table;
@@ -28,7 +30,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use bms_core::model::Model;
+use serde_json::Value;
 
+pub use api::ApiHandler;
 pub use bucket::BucketHandler;
 pub use objects::{Buckets, S3Url};
 pub use table::{DynamoTable, KeyValueTable, Retry};
@@ -119,5 +123,38 @@ impl BucketHandler {
             results_prefix: prefix,
             output_bucket: config.output_bucket.clone(),
         })
+    }
+}
+
+/// The function: both handlers over one model and one table, loaded once per cold start.
+pub struct Function {
+    pub bucket: BucketHandler,
+    pub api: ApiHandler,
+}
+
+impl Function {
+    /// What a cold start does: the model loaded (and its contract checked), the clients
+    /// made.
+    pub async fn from_config(config: &Config, sdk: &aws_config::SdkConfig) -> Result<Self> {
+        let bucket = BucketHandler::from_config(config, sdk).await?;
+        let api = ApiHandler {
+            model: bucket.model.clone(),
+            threshold: config
+                .threshold
+                .unwrap_or(bucket.model.contract().threshold),
+            table: bucket.table.clone(),
+            retry: bucket.retry,
+        };
+        Ok(Function { bucket, api })
+    }
+
+    /// An API Gateway proxy event (REST v1 or HTTP v2) gets a proxy response; anything
+    /// else is read as an S3 (or SQS-wrapped S3) event.
+    pub async fn handle(&self, event: &Value) -> Result<Value> {
+        if api::is_api_event(event) {
+            Ok(self.api.handle(event).await)
+        } else {
+            self.bucket.handle(event).await
+        }
     }
 }

@@ -139,7 +139,24 @@ fn the_function_binary_answers_invocations_of_the_runtime_api() {
             objects::upload(store, &daily, &url).await.unwrap();
         });
 
-    let events = vec![s3_event("fleet", "in/day+1.csv"), json!({"hello": "world"})];
+    // An HTTP API (v2) request for /v1/predict, with a stage in the path.
+    let width = bms_core::model::Model::from_bytes(bms_aws::SHIPPED_MODEL)
+        .unwrap()
+        .input_width();
+    let features = vec!["0.25"; width].join(",");
+    let api = json!({
+        "version": "2.0", "routeKey": "POST /v1/predict", "rawPath": "/prod/v1/predict",
+        "rawQueryString": "", "headers": {"content-type": "application/json"},
+        "requestContext": {"stage": "prod", "requestId": "r1",
+                           "http": {"method": "POST", "path": "/prod/v1/predict"}},
+        "body": json!({"vin": "LVIN0001", "date": "2026-12-01", "features": features}).to_string(),
+        "isBase64Encoded": false
+    });
+    let events = vec![
+        s3_event("fleet", "in/day+1.csv"),
+        json!({"hello": "world"}),
+        api,
+    ];
     let (port, posts) = runtime_api(events);
     let mut child = Command::new(env!("CARGO_BIN_EXE_bms-lambda"))
         .env_clear()
@@ -160,7 +177,7 @@ fn the_function_binary_answers_invocations_of_the_runtime_api() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while posts.lock().unwrap().len() < 2 {
+    while posts.lock().unwrap().len() < 3 {
         if let Ok(Some(status)) = child.try_wait() {
             let mut err = String::new();
             child
@@ -211,6 +228,32 @@ fn the_function_binary_answers_invocations_of_the_runtime_api() {
             .contains("no Records"),
         "{body:#}"
     );
+    // The API event is answered with a proxy response, and its prediction recorded.
+    let (id, route, resp) = &posts[2];
+    assert_eq!(
+        (id.as_str(), route.as_str()),
+        ("req-2", "response"),
+        "{log}"
+    );
+    assert_eq!(resp["statusCode"], 200, "{resp:#}");
+    let answer: Value = serde_json::from_str(resp["body"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["vin"], "LVIN0001");
+    assert!(answer["predicted_prob"].as_f64().is_some(), "{answer}");
+    let items = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = aws_sdk_dynamodb::Client::new(&moto.sdk().await);
+            client
+                .scan()
+                .table_name("bms-results")
+                .send()
+                .await
+                .unwrap()
+                .count
+        });
+    assert_eq!(items as u64, scored + 1);
     // The cold start is logged: the model loaded and checked once, before the first event.
     let ready = log
         .lines()

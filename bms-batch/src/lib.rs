@@ -15,6 +15,8 @@
 //! - [`store`]: the record ([`Prediction`]), its deterministic event id, and the stores'
 //!   readers and incremental writers (`bms serve --store`).
 //!
+//! - [`codec`]: the request and response bodies of `bms serve` and the API Gateway
+//!   handler (SageMaker's `/invocations` CSV/JSON, the reference gateway's `/v1/predict`).
 //! - [`evaluate`]: scored files against labels (`bms evaluate`, `bms.evaluate`).
 //!
 //! The library prints nothing and reads no environment variables.
@@ -31,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod codec;
 pub mod evaluate;
 pub mod input;
 pub mod pipeline;

@@ -26,7 +26,9 @@
 //! - **Errors.** One [`ApiError`] type maps every failure to its status in one place.
 //!   Model panics are caught and answered `500`; no input reaches a panic path.
 
-pub mod codec;
+/// The request and response bodies, shared with the API Gateway handler (`bms-aws`).
+pub use bms_batch::codec;
+
 pub mod metrics;
 pub mod recorder;
 
