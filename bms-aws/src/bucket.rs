@@ -421,22 +421,31 @@ impl BucketHandler {
         etag: &str,
         manifest: &S3Url,
     ) -> Result<Option<WriteStats>> {
-        for (file, u) in files {
-            uploaded.push(u.clone());
-            objects::upload(store.clone(), file, u).await?;
-        }
-        let items = match &self.table {
-            Some(table) => {
-                let source = input.to_string();
-                let items: Vec<_> = kept
-                    .iter()
-                    .flat_map(|c| c.iter())
-                    .map(|p| prediction_item(p, &summary.feature_names, &source))
-                    .collect();
-                Some(put_all(table.as_ref(), items, self.retry).await?)
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+
+        // Every object counts as uploaded before its upload starts, so that a failure
+        // cleans up whatever reached the bucket. Objects go up 8 at a time (a
+        // date-partitioned run has one per date) while the items are written.
+        uploaded.extend(files.iter().map(|(_, u)| u.clone()));
+        let uploads = stream::iter(files)
+            .map(|(file, u)| objects::upload(store.clone(), file, u))
+            .buffer_unordered(8)
+            .try_collect::<Vec<u64>>();
+        let items = async {
+            match &self.table {
+                Some(table) => {
+                    let source = input.to_string();
+                    let items: Vec<_> = kept
+                        .iter()
+                        .flat_map(|c| c.iter())
+                        .map(|p| prediction_item(p, &summary.feature_names, &source))
+                        .collect();
+                    Ok(Some(put_all(table.as_ref(), items, self.retry).await?))
+                }
+                None => Ok(None),
             }
-            None => None,
         };
+        let (_, items) = futures_util::future::try_join(uploads, items).await?;
         let body = json!({
             "input": input.to_string(),
             "etag": etag,
