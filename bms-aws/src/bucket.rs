@@ -15,9 +15,10 @@
 //! `A–Z a–z 0–9 . -` as `_XX`, [`name_segment`]), the model id and the object's ETag. Names are
 //! deterministic, so a repeated delivery of the same event rewrites the same objects and
 //! the same items and adds nothing. S3 has no rename: a run uploads its objects, writes
-//! the items, and commits by writing the manifest; only then are the objects of the run the
-//! previous manifest named (an earlier version of the same object) and not this one
-//! deleted. A run that fails deletes what it uploaded (except objects the committed
+//! the items, deletes the items of an earlier version of the same object that this one no
+//! longer predicts (their keys read from the earlier run's events object), and commits by
+//! writing the manifest; only then are the objects of the run the previous manifest named
+//! (the earlier version) and not this one deleted. A run that fails deletes what it uploaded (except objects the committed
 //! manifest names), so it leaves no committed partial output, and the function returns an
 //! error so that the platform delivers the event again.
 //!
@@ -28,15 +29,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow};
-use bms_batch::store::{EVENTS_FILE, PARQUET_DIR, Prediction, REJECTS_FILE, SUMMARY_FILE};
+use anyhow::{Context, Result, anyhow, bail};
+use bms_batch::store::{
+    EVENT_ID_FIELD, EVENTS_FILE, PARQUET_DIR, Prediction, REJECTS_FILE, SUMMARY_FILE,
+};
 use bms_batch::{Job, NoObserver, PredictionSink, RunEnd, ScoredChunk, StoreDir, Summary};
 use bms_core::model::Model;
 use object_store::ObjectStore;
 use serde_json::{Value, json};
 
 use crate::objects::{self, Buckets, S3Url, decode_event_key};
-use crate::table::{KeyValueTable, Retry, WriteStats, prediction_item, put_all};
+use crate::table::{KeyValueTable, Retry, WriteStats, delete_all, prediction_item, put_all};
 
 /// Everything the bucket handler needs, built once per cold start.
 pub struct BucketHandler {
@@ -373,6 +376,7 @@ impl BucketHandler {
                 input,
                 &etag,
                 &manifest_url,
+                &previous,
             )
             .await;
         let items = match result {
@@ -420,6 +424,7 @@ impl BucketHandler {
         input: &S3Url,
         etag: &str,
         manifest: &S3Url,
+        previous: &[String],
     ) -> Result<Option<WriteStats>> {
         use futures_util::stream::{self, StreamExt, TryStreamExt};
 
@@ -446,6 +451,10 @@ impl BucketHandler {
             }
         };
         let (_, items) = futures_util::future::try_join(uploads, items).await?;
+        if let Some(table) = &self.table {
+            self.delete_stale_items(table.as_ref(), store.as_ref(), files, kept, previous)
+                .await?;
+        }
         let body = json!({
             "input": input.to_string(),
             "etag": etag,
@@ -460,6 +469,58 @@ impl BucketHandler {
         text.push('\n');
         objects::put(store.as_ref(), manifest, text.into_bytes()).await?;
         Ok(items)
+    }
+}
+
+impl BucketHandler {
+    /// The items of an earlier version of the object that this run no longer predicts
+    /// (a vehicle or day gone from the new version): their keys are read from the earlier
+    /// run's events object, which its manifest names, and the items deleted before the
+    /// new manifest commits, so that a failure here is retried with the old manifest.
+    async fn delete_stale_items(
+        &self,
+        table: &dyn KeyValueTable,
+        store: &dyn ObjectStore,
+        files: &[(PathBuf, S3Url)],
+        kept: &[Arc<Vec<Prediction>>],
+        previous: &[String],
+    ) -> Result<()> {
+        let events_dir = format!("{}events/", self.results_prefix);
+        let Some(old_events) = previous.iter().find(|o| {
+            S3Url::parse(o).is_ok_and(|u| u.key.starts_with(&events_dir))
+                && !files.iter().any(|(_, u)| u.to_string() == **o)
+        }) else {
+            return Ok(());
+        };
+        let url = S3Url::parse(old_events)?;
+        let Some(bytes) = objects::get_if_exists(store, &url).await? else {
+            return Ok(());
+        };
+        let now: std::collections::HashSet<&str> = kept
+            .iter()
+            .flat_map(|c| c.iter())
+            .map(|p| p.event_id.as_str())
+            .collect();
+        let mut stale = Vec::new();
+        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let v: Value = serde_json::from_slice(line)
+                .with_context(|| format!("{url}, line {}: not JSON", i + 1))?;
+            let Some(id) = v.get(EVENT_ID_FIELD).and_then(Value::as_str) else {
+                bail!("{url}, line {}: no {EVENT_ID_FIELD}", i + 1);
+            };
+            if !now.contains(id) {
+                stale.push(id.to_owned());
+            }
+        }
+        if !stale.is_empty() {
+            let n = stale.len();
+            delete_all(table, stale, self.retry).await?;
+            eprintln!("bms: {n} items of an earlier version of the object deleted");
+        }
+        Ok(())
     }
 }
 

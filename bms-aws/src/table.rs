@@ -71,6 +71,22 @@ pub trait KeyValueTable: Send + Sync {
     /// Writes at most [`MAX_BATCH`] items in one call; returns those the table left
     /// unprocessed (to be sent again).
     async fn batch_write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError>;
+
+    /// Deletes at most [`MAX_BATCH`] items by key (items holding only the key); returns
+    /// the keys left unprocessed. Tables that cannot delete refuse.
+    async fn batch_delete(&self, keys: Vec<Item>) -> Result<Vec<Item>, WriteError> {
+        let _ = keys;
+        Err(WriteError::Failed(anyhow!(
+            "this table cannot delete items"
+        )))
+    }
+}
+
+/// What a batch does with its items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Put,
+    Delete,
 }
 
 /// A DynamoDB table through the official SDK.
@@ -97,6 +113,47 @@ impl DynamoTable {
     }
 }
 
+impl DynamoTable {
+    /// One BatchWriteItem call: the items (puts) or keys (deletes) left unprocessed.
+    async fn send(&self, requests: Vec<WriteRequest>, what: &str) -> Result<Vec<Item>, WriteError> {
+        let out = self
+            .client
+            .batch_write_item()
+            .request_items(&self.name, requests)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let code = e.code().unwrap_or_default().to_owned();
+                let text = format!(
+                    "DynamoDB BatchWriteItem ({what}s) on table {}: {}",
+                    self.name,
+                    aws_error_text(&e)
+                );
+                return Err(if THROTTLING.contains(&code.as_str()) {
+                    WriteError::Throttled(text)
+                } else {
+                    WriteError::Failed(anyhow!(text))
+                });
+            }
+        };
+        let mut left = Vec::new();
+        if let Some(mut unprocessed) = out.unprocessed_items
+            && let Some(reqs) = unprocessed.remove(&self.name)
+        {
+            for r in reqs {
+                if let Some(p) = r.put_request {
+                    left.push(p.item);
+                } else if let Some(d) = r.delete_request {
+                    left.push(d.key);
+                }
+            }
+        }
+        Ok(left)
+    }
+}
+
 const THROTTLING: [&str; 4] = [
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
@@ -115,39 +172,20 @@ impl KeyValueTable for DynamoTable {
                 .map_err(|e| WriteError::Failed(e.into()))?;
             requests.push(WriteRequest::builder().put_request(put).build());
         }
-        let out = self
-            .client
-            .batch_write_item()
-            .request_items(&self.name, requests)
-            .send()
-            .await;
-        let out = match out {
-            Ok(out) => out,
-            Err(e) => {
-                let code = e.code().unwrap_or_default().to_owned();
-                let text = format!(
-                    "DynamoDB BatchWriteItem on table {}: {}",
-                    self.name,
-                    aws_error_text(&e)
-                );
-                return Err(if THROTTLING.contains(&code.as_str()) {
-                    WriteError::Throttled(text)
-                } else {
-                    WriteError::Failed(anyhow!(text))
-                });
-            }
-        };
-        let mut left = Vec::new();
-        if let Some(mut unprocessed) = out.unprocessed_items
-            && let Some(reqs) = unprocessed.remove(&self.name)
-        {
-            for r in reqs {
-                if let Some(item) = r.put_request.map(|p| p.item) {
-                    left.push(item);
-                }
-            }
+        self.send(requests, "put").await
+    }
+
+    async fn batch_delete(&self, keys: Vec<Item>) -> Result<Vec<Item>, WriteError> {
+        use aws_sdk_dynamodb::types::DeleteRequest;
+        let mut requests = Vec::with_capacity(keys.len());
+        for key in keys {
+            let del = DeleteRequest::builder()
+                .set_key(Some(key))
+                .build()
+                .map_err(|e| WriteError::Failed(e.into()))?;
+            requests.push(WriteRequest::builder().delete_request(del).build());
         }
-        Ok(left)
+        self.send(requests, "delete").await
     }
 }
 
@@ -232,6 +270,30 @@ pub async fn put_all<T: KeyValueTable + ?Sized>(
     items: Vec<Item>,
     retry: Retry,
 ) -> Result<WriteStats> {
+    write_all(table, items, retry, Op::Put).await
+}
+
+/// Deletes the items of `keys` (each the string [`EVENT_ID_FIELD`] of an item) as
+/// [`put_all`] writes: batches of at most [`MAX_BATCH`], retried the same way. Deleting a
+/// missing item is not an error.
+pub async fn delete_all<T: KeyValueTable + ?Sized>(
+    table: &T,
+    keys: impl IntoIterator<Item = String>,
+    retry: Retry,
+) -> Result<WriteStats> {
+    let keys = keys
+        .into_iter()
+        .map(|k| Item::from([(EVENT_ID_FIELD.to_owned(), AttributeValue::S(k))]))
+        .collect();
+    write_all(table, keys, retry, Op::Delete).await
+}
+
+async fn write_all<T: KeyValueTable + ?Sized>(
+    table: &T,
+    items: Vec<Item>,
+    retry: Retry,
+    op: Op,
+) -> Result<WriteStats> {
     use futures_util::stream::{self, StreamExt, TryStreamExt};
 
     let items = dedupe(items)?;
@@ -242,7 +304,7 @@ pub async fn put_all<T: KeyValueTable + ?Sized>(
         batches.push(it.by_ref().take(MAX_BATCH).collect::<Vec<_>>());
     }
     let per_batch: Vec<(u64, u64)> = stream::iter(batches.into_iter().enumerate())
-        .map(|(i, batch)| write_batch(table, batch, retry, i))
+        .map(|(i, batch)| write_batch(table, batch, retry, i, op))
         .buffer_unordered(retry.concurrency.max(1))
         .try_collect()
         .await?;
@@ -263,13 +325,18 @@ async fn write_batch<T: KeyValueTable + ?Sized>(
     mut batch: Vec<Item>,
     retry: Retry,
     index: usize,
+    op: Op,
 ) -> Result<(u64, u64)> {
     let mut calls = 0u64;
     let mut attempt = 0u32;
     loop {
         calls += 1;
         let pending = batch.len();
-        let why = match table.batch_write(batch.clone()).await {
+        let sent = match op {
+            Op::Put => table.batch_write(batch.clone()).await,
+            Op::Delete => table.batch_delete(batch.clone()).await,
+        };
+        let why = match sent {
             Ok(left) if left.is_empty() => return Ok((calls, calls - 1)),
             Ok(left) => {
                 if left.len() > pending {

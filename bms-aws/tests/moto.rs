@@ -50,6 +50,10 @@ impl KeyValueTable for Counting {
         self.sizes.lock().unwrap().push(items.len());
         self.inner.batch_write(items).await
     }
+
+    async fn batch_delete(&self, keys: Vec<Item>) -> Result<Vec<Item>, WriteError> {
+        self.inner.batch_delete(keys).await
+    }
 }
 
 fn handler(
@@ -413,6 +417,25 @@ fn bad_objects_are_reported_and_failed_runs_leave_nothing_committed() {
             })
             .collect();
         assert_eq!(listed2, outputs);
+        // …and its items: exactly the new version's predictions remain in the table.
+        let events_key = outputs.iter().find(|k| k.contains("/events/")).unwrap();
+        let events = get(out.as_ref(), "outbox", events_key).await;
+        let new_ids: BTreeSet<String> = String::from_utf8(events)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["request_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            new_ids.len() as u64,
+            r2["objects"][0]["summary"]["scored"].as_u64().unwrap()
+        );
+        let table_ids: BTreeSet<String> = scan(&client, "t").await.into_keys().collect();
+        assert_eq!(table_ids, new_ids);
         assert!(
             listed2.is_disjoint(
                 &listed
