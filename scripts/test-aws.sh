@@ -31,3 +31,4 @@ fi
 export MOTO_SERVER="$VENV/bin/moto_server"
 cargo test -p bms-aws --all-targets --locked
 cargo test -p bms-aws --doc --locked
+BMS_AWS_VENV="$VENV" "$ROOT/deploy/test.sh"
