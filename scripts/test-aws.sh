@@ -13,20 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 VENV="${BMS_AWS_VENV:-$ROOT/.venv-aws}"
-REQ="$ROOT/bms-aws/requirements-test.txt"
 
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "== creating venv $VENV"
-  python3 -m venv "$VENV"
-fi
-stamp="$VENV/.bms-aws-requirements.sha256"
-want="$(sha256sum "$REQ" | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "== installing $(basename "$REQ") into $VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
-  echo "$want" > "$stamp"
-fi
+"$ROOT/scripts/aws-venv.sh" "$VENV"
 
 export MOTO_SERVER="$VENV/bin/moto_server"
 cargo test -p bms-aws --all-targets --locked

@@ -18,14 +18,12 @@
 //! retried request adds nothing.
 
 use std::collections::BTreeMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use bms_batch::codec::{self, BadBody, Format};
+use bms_batch::codec::{self, BadBody};
 use bms_batch::store::{Prediction, event_field_names};
 use bms_core::model::Model;
-use ndarray::ArrayView2;
 use serde_json::{Value, json};
 
 use crate::table::{KeyValueTable, Retry, prediction_item, put_all};
@@ -201,14 +199,7 @@ impl ApiHandler {
     }
 
     fn score(&self, rows: &codec::Rows) -> Result<Vec<f32>, ApiError> {
-        let w = self.model.input_width();
-        let x = ArrayView2::from_shape((rows.n, w), &rows.x)
-            .map_err(|e| ApiError::new(500, format!("internal error: {e}")))?;
-        match catch_unwind(AssertUnwindSafe(|| self.model.predict(x))) {
-            Ok(Ok(p)) => Ok(p.to_vec()),
-            Ok(Err(e)) => Err(ApiError::new(500, format!("model failed: {e}"))),
-            Err(_) => Err(ApiError::new(500, "model panicked while scoring")),
-        }
+        codec::score(&self.model, rows).map_err(|e| ApiError::new(500, e))
     }
 
     async fn record(&self, preds: &[Prediction], route: &str) -> Result<(), ApiError> {
@@ -276,23 +267,16 @@ impl ApiHandler {
             return Ok(proxy_response(204, None, String::new()));
         }
         let probs = self.score(&rows)?;
-        let w = self.model.input_width();
-        let model_id = &self.model.contract().model_id;
-        let preds: Vec<Prediction> = rows
-            .keys
-            .iter()
-            .map(|(i, vin, date)| {
-                let x = rows.x[i * w..(i + 1) * w].to_vec();
-                Prediction::new(vin, *date, probs[*i], self.threshold, model_id, x)
-            })
-            .collect();
+        let preds = rows.keyed_predictions(
+            &probs,
+            self.model.input_width(),
+            self.threshold,
+            &self.model.contract().model_id,
+        );
         self.record(&preds, "/invocations").await?;
         Ok(proxy_response(
             200,
-            Some(match out_format {
-                Format::Csv => "text/csv",
-                Format::Json => "application/json",
-            }),
+            Some(out_format.mime()),
             codec::format_predictions(out_format, &probs),
         ))
     }

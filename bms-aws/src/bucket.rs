@@ -18,9 +18,10 @@
 //! the items, deletes the items of an earlier version of the same object that this one no
 //! longer predicts (their keys read from the earlier run's events object), and commits by
 //! writing the manifest; only then are the objects of the run the previous manifest named
-//! (the earlier version) and not this one deleted. A run that fails deletes what it uploaded (except objects the committed
-//! manifest names), so it leaves no committed partial output, and the function returns an
-//! error so that the platform delivers the event again.
+//! (the earlier version) and not this one deleted. A run that fails deletes what it
+//! uploaded (except objects the committed manifest names), so it leaves no committed
+//! partial output, and the function returns an error so that the platform delivers the
+//! event again.
 //!
 //! Bad input is not retried: an object that is not a table or batch CSV the pipeline can
 //! read, or a key that does not decode, is reported as `failed` in the function's result

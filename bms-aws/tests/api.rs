@@ -17,32 +17,11 @@ use bms_core::model::Model;
 use serde_json::{Value, json};
 
 mod common;
-use common::{Moto, daily_csv};
+use common::{Moto, daily_csv, run, scan_items};
 
 fn recorded(name: &str) -> Value {
     let path = format!("{}/tests/events/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-fn run<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-async fn items(client: &aws_sdk_dynamodb::Client, name: &str) -> Vec<table::Item> {
-    client
-        .scan()
-        .table_name(name)
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .unwrap()
 }
 
 /// Predictions as `bms predict --out` makes them from a simulated fleet: the rows to send
@@ -109,7 +88,7 @@ fn api_events_of_both_versions_answer_as_bms_predict_and_record_each_prediction(
         );
         assert_eq!(b["alarm"], p.alarm);
         assert_eq!(b["model_id"], model.contract().model_id.as_str());
-        let got = items(&client, "results").await;
+        let got = scan_items(&client, "results").await;
         assert_eq!(got.len(), 1);
         assert_eq!(got[0]["request_id"], AttributeValue::S(p.event_id.clone()));
         assert_eq!(got[0]["source"], AttributeValue::S("/v1/predict".into()));
@@ -136,11 +115,11 @@ fn api_events_of_both_versions_answer_as_bms_predict_and_record_each_prediction(
         let expected: Vec<f32> = preds.iter().map(|p| p.predicted_prob).collect();
         assert_eq!(probs, expected);
         // One item per keyed row (the first one again, unchanged), the same for a retry.
-        let got = items(&client, "results").await;
+        let got = scan_items(&client, "results").await;
         assert_eq!(got.len(), preds.len());
         let resp2 = h.handle(&event).await;
         assert_eq!(resp2["body"], resp["body"]);
-        let again = items(&client, "results").await;
+        let again = scan_items(&client, "results").await;
         assert_eq!(again.len(), preds.len());
         for it in &again {
             let AttributeValue::S(id) = &it["request_id"] else {
@@ -176,7 +155,7 @@ fn api_events_of_both_versions_answer_as_bms_predict_and_record_each_prediction(
             .map(|l| l.parse().unwrap())
             .collect();
         assert_eq!(csv, vec![preds[1].predicted_prob, preds[2].predicted_prob]);
-        assert_eq!(items(&client, "results").await.len(), preds.len());
+        assert_eq!(scan_items(&client, "results").await.len(), preds.len());
     });
 }
 

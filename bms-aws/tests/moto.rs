@@ -23,7 +23,7 @@ use object_store::ObjectStore;
 use serde_json::{Value, json};
 
 mod common;
-use common::{Moto, daily_csv, s3_event, xml_texts};
+use common::{Moto, daily_csv, run, s3_event, scan_items, xml_texts};
 
 fn model() -> Arc<Model> {
     Arc::new(Model::from_bytes(bms_aws::SHIPPED_MODEL).unwrap())
@@ -73,16 +73,8 @@ fn handler(
 }
 
 async fn scan(client: &aws_sdk_dynamodb::Client, name: &str) -> BTreeMap<String, Item> {
-    let items: Vec<Item> = client
-        .scan()
-        .table_name(name)
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
+    scan_items(client, name)
         .await
-        .unwrap();
-    items
         .into_iter()
         .map(|it| {
             let AttributeValue::S(k) = &it["request_id"] else {
@@ -112,15 +104,6 @@ async fn get(store: &dyn ObjectStore, bucket: &str, key: &str) -> Vec<u8> {
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("no object {url}"))
-}
-
-fn run<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 #[test]

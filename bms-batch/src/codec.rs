@@ -8,8 +8,13 @@
 //! (what `bms predict` writes).
 
 use std::fmt::Write as _;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bms_core::io::{parse_f32, parse_f64};
+use bms_core::model::Model;
+use ndarray::ArrayView2;
+
+use crate::store::Prediction;
 use chrono::NaiveDate;
 use serde_json::Value;
 
@@ -25,6 +30,38 @@ pub struct Rows {
     pub x: Vec<f32>,
     /// (row, VIN, Date) of the rows that came as reference batch lines.
     pub keys: Vec<(usize, String, NaiveDate)>,
+}
+
+impl Rows {
+    /// The predictions of the rows that came as reference batch lines, `probs` their
+    /// scores (one per row), `width` values per row.
+    pub fn keyed_predictions(
+        &self,
+        probs: &[f32],
+        width: usize,
+        threshold: f32,
+        model_id: &str,
+    ) -> Vec<Prediction> {
+        self.keys
+            .iter()
+            .map(|(i, vin, date)| {
+                let x = self.x[i * width..(i + 1) * width].to_vec();
+                Prediction::new(vin, *date, probs[*i], threshold, model_id, x)
+            })
+            .collect()
+    }
+}
+
+/// Scores `rows` with `model`, a panic of the model caught. `Err` is the message of a
+/// server-side failure (answered 500).
+pub fn score(model: &Model, rows: &Rows) -> Result<Vec<f32>, String> {
+    let x = ArrayView2::from_shape((rows.n, model.input_width()), &rows.x)
+        .map_err(|e| format!("internal error: {e}"))?;
+    match catch_unwind(AssertUnwindSafe(|| model.predict(x))) {
+        Ok(Ok(p)) => Ok(p.to_vec()),
+        Ok(Err(e)) => Err(format!("model failed: {e}")),
+        Err(_) => Err("model panicked while scoring".to_owned()),
+    }
 }
 
 /// The request and response formats `/invocations` speaks.

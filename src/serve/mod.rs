@@ -34,7 +34,6 @@ pub mod recorder;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,7 +50,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use ndarray::ArrayView2;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -412,24 +410,7 @@ async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, ApiEr
 }
 
 fn score(model: &Model, rows: &codec::Rows) -> Result<Vec<f32>, ApiError> {
-    let w = model.input_width();
-    let x = ArrayView2::from_shape((rows.n, w), &rows.x).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error: {e}"),
-        )
-    })?;
-    match catch_unwind(AssertUnwindSafe(|| model.predict(x))) {
-        Ok(Ok(p)) => Ok(p.to_vec()),
-        Ok(Err(e)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("model failed: {e}"),
-        )),
-        Err(_) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "model panicked while scoring",
-        )),
-    }
+    codec::score(model, rows).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
 /// Runs `work` inline for a small body when it is the only scoring request in flight,
@@ -511,16 +492,12 @@ async fn invocations(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp,
         if let Some(r) = recorder
             && !rows.keys.is_empty()
         {
-            let w = model.input_width();
-            let model_id = &model.contract().model_id;
-            let preds = rows
-                .keys
-                .iter()
-                .map(|(i, vin, date)| {
-                    let x = rows.x[i * w..(i + 1) * w].to_vec();
-                    Prediction::new(vin, *date, probs[*i], threshold, model_id, x)
-                })
-                .collect();
+            let preds = rows.keyed_predictions(
+                &probs,
+                model.input_width(),
+                threshold,
+                &model.contract().model_id,
+            );
             record(&r, preds)?;
         }
         let text = codec::format_predictions(out_format, &probs);

@@ -1,6 +1,7 @@
 //! `bms-lambda`: the function binary (deploy it as `bootstrap`, runtime
 //! `provided.al2023`). It handles S3 ObjectCreated events, directly or through an SQS
-//! queue, and API Gateway proxy events (REST v1, HTTP v2); configuration as in the crate's documentation (`BMS_MODEL`, `BMS_TABLE`, …).
+//! queue, and API Gateway proxy events (REST v1, HTTP v2); configuration as in the
+//! crate's documentation (`BMS_MODEL`, `BMS_TABLE`, …).
 
 use bms_aws::{Config, Function};
 use lambda_runtime::{Error, LambdaEvent, service_fn};

@@ -216,3 +216,29 @@ pub fn xml_texts(xml: &str, tag: &str) -> Vec<String> {
     }
     out
 }
+
+/// A multi-threaded runtime (2 workers, as the function has) running `f`.
+pub fn run<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Every item of the table `name`, all pages.
+pub async fn scan_items(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Vec<bms_aws::table::Item> {
+    client
+        .scan()
+        .table_name(name)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .unwrap()
+}
