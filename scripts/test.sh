@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the Rust workspace (unit, integration, CLI end-to-end),
-# the Python package, the C library, bms.spark on a local Spark, and bms-aws against a
-# local moto server.
+# the Python package, the C library, the serving container (without a container engine),
+# bms.spark on a local Spark, and bms-aws against a local moto server.
 # Usage: ./scripts/test.sh      (from anywhere; builds what it needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +12,6 @@ cargo test --workspace --exclude bms-aws --all-targets --locked
 cargo test --workspace --exclude bms-aws --doc --locked
 ./scripts/test-py.sh
 ./scripts/test-c.sh
+./scripts/test-container.sh   # on the debug bms binary that the steps above built
 ./scripts/test-spark.sh
 ./scripts/test-aws.sh
