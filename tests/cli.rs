@@ -147,6 +147,19 @@ fn windows_options_change_the_layout() {
     let first: Vec<&str> = w.lines().next().unwrap().split(',').collect();
     assert_eq!(first.len(), 2 + 14);
     assert!(w.contains("-999.0"), "fill value used for empty days");
+    // SPEC §4: a fill the batch readers would refuse is refused up front, not written.
+    for (fill, why) in [("inf", "not a finite number"), ("1e39", "32-bit")] {
+        let bad = dir.path().join(format!("w-{fill}.csv"));
+        let args = ["windows", "-i", p(&daily), "-o", p(&bad), "--fill", fill];
+        let o = bms(&args);
+        assert!(!o.status.success(), "--fill {fill}");
+        assert!(
+            stderr(&o).contains("fill value") && stderr(&o).contains(why),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!bad.exists(), "--fill {fill} wrote {}", bad.display());
+    }
 }
 
 #[test]

@@ -683,3 +683,62 @@ fn a_byte_order_mark_changes_nothing_and_a_run_that_rejects_everything_fails() {
     assert_eq!(s["rows_rejected"], s["rows_read"]);
     assert!(text(&out.join("rejects.csv")).lines().count() > 1);
 }
+
+/// SPEC §7: a model that does not handle missing values (here a logistic regression)
+/// gets no row with a NaN feature: such a line is a reject naming its line and column,
+/// not the number the engine's kernels made of it; a tree model scores the same lines.
+#[test]
+fn rows_with_missing_values_are_rejected_for_models_that_do_not_handle_them() {
+    let f = Fleet::new();
+    let mut lines: Vec<String> = text(&f.path("batch.csv"))
+        .lines()
+        .take(5)
+        .map(String::from)
+        .collect();
+    for (i, col) in [(1, 7), (3, 85)] {
+        let mut fields: Vec<&str> = lines[i].split(',').collect();
+        fields[col] = "nan";
+        lines[i] = fields.join(",");
+    }
+    std::fs::write(f.path("nan.csv"), lines.join("\n") + "\n").unwrap();
+    let logreg = root().join("models/fixtures/logreg_n.onnx");
+    let out = f.path("out-logreg");
+    let o = predict(&logreg, &f.path("nan.csv"), &out, &[]);
+    assert!(
+        stderr(&o).contains("read 5 lines, accepted 3, rejected 2"),
+        "{}",
+        stderr(&o)
+    );
+    let s = summary(&out);
+    assert_eq!(
+        (s["scored"].as_u64(), s["rows_rejected"].as_u64()),
+        (Some(3), Some(2))
+    );
+    let rejects = text(&out.join("rejects.csv"));
+    let r: Vec<&str> = rejects.lines().collect();
+    assert_eq!(r.len(), 3, "{rejects}");
+    for (line, (n, col)) in r[1..].iter().zip([(2, 8), (4, 86)]) {
+        assert!(
+            line.starts_with(&format!("{n},\"column {col}: a missing value"))
+                && line.contains("MatMul"),
+            "{line}"
+        );
+    }
+    let o = bms(&[
+        "predict",
+        "-m",
+        p(&logreg),
+        "-i",
+        p(&f.path("nan.csv")),
+        "--strict",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("line 2") && stderr(&o).contains("column 8"),
+        "{}",
+        stderr(&o)
+    );
+    let out = f.path("out-tree");
+    predict(&ref_model(), &f.path("nan.csv"), &out, &[]);
+    assert_eq!(summary(&out)["scored"], 5);
+}

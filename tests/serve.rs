@@ -968,3 +968,42 @@ fn store_records_what_bms_predict_out_records_and_flushes_on_sigterm() {
         assert_eq!(reference[v["request_id"].as_str().unwrap()], line);
     }
 }
+
+/// SPEC §7: a body row with a missing value is a 400 naming row and value when the model
+/// does not handle missing values (a logistic regression); the tree model scores it.
+#[test]
+fn missing_values_are_refused_for_a_model_that_does_not_handle_them() {
+    let logreg = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixtures/logreg_n.onnx");
+    let s = Server::start(&["--model", p(&logreg)]);
+    let (batch, _) = fleet();
+    let row: Vec<&str> = features(&batch[0]).split(',').collect();
+    let mut holed = row.clone();
+    holed[4] = "nan";
+    let body = format!("{}\n{}\n", row.join(","), holed.join(","));
+    let r = post(s.addr, "/invocations", "text/csv", body.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("row 2, value 5: a missing value") && r.text().contains("MatMul"),
+        "{}",
+        r.text()
+    );
+    let json = format!(
+        "[[{}], [{}]]",
+        row.join(","),
+        holed.join(",").replace("nan", "null")
+    );
+    let r = post(s.addr, "/invocations", "application/json", json.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("row 2, value 5"), "{}", r.text());
+    let r = post(
+        s.addr,
+        "/invocations",
+        "text/csv",
+        format!("{}\n", row.join(",")).as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let tree = Server::start(&[]);
+    let r = post(tree.addr, "/invocations", "text/csv", body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text().lines().count(), 2);
+}

@@ -199,6 +199,7 @@ impl ApiHandler {
     }
 
     fn score(&self, rows: &codec::Rows) -> Result<Vec<f32>, ApiError> {
+        codec::check_missing(&self.model, rows)?;
         codec::score(&self.model, rows).map_err(|e| ApiError::new(500, e))
     }
 

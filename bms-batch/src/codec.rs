@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use bms_core::io::{parse_f32, parse_f64};
+use bms_core::io::{check_range, parse_f32, parse_f64};
 use bms_core::model::Model;
 use ndarray::ArrayView2;
 
@@ -49,6 +49,23 @@ impl Rows {
                 Prediction::new(vin, *date, probs[*i], threshold, model_id, x)
             })
             .collect()
+    }
+}
+
+/// Refuses rows that hold a missing (NaN) value when the model does not handle missing
+/// values (SPEC §7), naming the first such row (1-based, in body order) and value.
+pub fn check_missing(model: &Model, rows: &Rows) -> Result<(), BadBody> {
+    let Some(why) = model.missing_values_refusal() else {
+        return Ok(());
+    };
+    let width = model.input_width().max(1);
+    match rows.x.iter().position(|v| v.is_nan()) {
+        None => Ok(()),
+        Some(at) => Err(bad(format!(
+            "row {}, value {}: a missing value (nan or null), and {why}",
+            at / width + 1,
+            at % width + 1
+        ))),
     }
 }
 
@@ -159,9 +176,12 @@ pub fn parse_csv(body: &[u8], width: usize) -> Result<Rows, BadBody> {
 fn json_value(v: &Value, at: impl Fn() -> String) -> Result<f32, BadBody> {
     match v {
         Value::Null => Ok(f32::NAN),
-        Value::Number(num) => match num.as_f64() {
-            Some(f) if f.is_finite() => Ok(f as f32),
-            _ => Err(bad(format!("{}: {num} is not a finite number", at()))),
+        // serde_json's `float_roundtrip` reads the decimal to the nearest f64, as
+        // parse_f64 does, so both bodies give the model the same f32.
+        Value::Number(num) => match num.as_f64().map(check_range) {
+            Some(Ok(f)) => Ok(f as f32),
+            Some(Err(reason)) => Err(bad(format!("{}: {num} {reason}", at()))),
+            None => Err(bad(format!("{}: {num} is not a number", at()))),
         },
         Value::String(s) => parse_f64(s.as_bytes())
             .map(|f| f as f32)
@@ -453,6 +473,48 @@ mod tests {
         let e = parse_json(br#"[[1, 1e400]]"#, 2).unwrap_err();
         assert!(e.0.starts_with("invalid JSON"), "{e:?}");
         assert!(parse_json(b"{\"instances\": 3}", 2).is_err());
+    }
+
+    #[test]
+    fn json_and_csv_bodies_give_the_model_the_same_f32() {
+        // Long decimals (what Python's repr and numpy's tolist write) and values near f32
+        // rounding midpoints, where an f64 parse that is off by one unit in the last place
+        // can round to the neighbouring f32.
+        let mut values = Vec::new();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let v = f32::from_bits((next() as u32) & 0x7f7f_ffff);
+            let up = f32::from_bits(v.to_bits() + 1);
+            let mid = (f64::from(v) + f64::from(up)) / 2.0;
+            let nudge = (next() % 9) as f64 - 4.0;
+            values.push(format!("{:.17e}", mid + nudge * mid * f64::EPSILON));
+            values.push(format!("{:.25e}", f64::from_bits(next() >> 2)));
+        }
+        values.retain(|t| parse_f64(t.as_bytes()).is_ok());
+        let width = values.len();
+        let csv = parse_csv(values.join(",").as_bytes(), width).unwrap();
+        let json = parse_json(format!("[[{}]]", values.join(",")).as_bytes(), width).unwrap();
+        for (k, t) in values.iter().enumerate() {
+            assert_eq!(
+                csv.x[k].to_bits(),
+                json.x[k].to_bits(),
+                "{t}: CSV {:e}, JSON {:e}",
+                csv.x[k],
+                json.x[k]
+            );
+        }
+        let e = parse_json(br#"[[1, 1e39]]"#, 2).unwrap_err();
+        assert!(
+            e.0.contains("value 2: ") && e.0.contains("is beyond"),
+            "{e:?}"
+        );
+        assert!(parse_csv(b"1,1e39", 2).unwrap_err().0.contains("beyond"));
     }
 
     #[test]

@@ -534,6 +534,7 @@ fn batch_chunks(
             bms_core::io::batch_csv::has_label_column(&head, width)
         }
     };
+    let missing = model.missing_values_refusal();
     let mut read = 0u64;
     let mut rejects = Vec::new();
     // Blocks come from the reader thread; their buffers go back to it for reuse.
@@ -571,8 +572,18 @@ fn batch_chunks(
                 .collect::<bms_core::Result<Vec<_>>>()?;
             let _ = spare_tx.send(block.buf);
             let mut parts = Vec::with_capacity(reports.len());
-            for (rep, line0) in reports {
+            for (mut rep, line0) in reports {
                 read += rep.read;
+                if let Some(why) = &missing {
+                    // Lines are relative to the part; the rejects are sorted below.
+                    for (line, col) in rep.data.remove_missing() {
+                        rep.rejects.push(bms_core::io::Reject {
+                            line,
+                            reason: format!("column {col}: a missing value (nan), and {why}"),
+                        });
+                    }
+                    rep.rejects.sort_by_key(|r| r.line);
+                }
                 for rj in rep.rejects {
                     let line = rj.line + line0 - 1;
                     if job.strict {

@@ -71,6 +71,14 @@ impl WindowSpec {
                 "the feature list is empty",
             ));
         }
+        if let Err(reason) = crate::io::check_range(self.fill) {
+            // Windows carry the fill to the model and into batch files, whose readers
+            // refuse such a value.
+            return Err(BmsError::invalid(
+                "window spec",
+                format!("fill value {} {reason}", self.fill),
+            ));
+        }
         if self.context > 100_000 || self.horizon > 100_000 {
             return Err(BmsError::invalid(
                 "window spec",

@@ -114,8 +114,15 @@ fn daily_csv_lenient_mode_collects_rejects_and_counts() {
 #[test]
 fn daily_csv_round_trip_is_exact() {
     let text = format!(
-        "{H},spread_mean,spread_max,temp_delta_max,soc_deviation_mean,frames\n\"V,1\",2024-01-01,0.1,-2.5e-7,3.7000000000000001,nan,1e300,5,1.0,1,2,3,4,5\n"
+        "{H},spread_mean,spread_max,temp_delta_max,soc_deviation_mean,frames\n\"V,1\",2024-01-01,0.1,-2.5e-7,3.7000000000000001,nan,3.0000000000000001e38,5,1.0,1,2,3,4,5\n"
     );
+    // SPEC §4: beyond the f32 range models read is refused, like an infinity.
+    let e = daily(
+        &text.replace("3.0000000000000001e38", "1e300"),
+        ReadMode::Strict,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("column 7 (MaxTemperature)"), "{e}");
     let t = daily(&text, ReadMode::Strict).unwrap().data;
     assert_eq!(t.rows[0].vin, "V,1");
     let dir = tempfile::tempdir().unwrap();
@@ -225,39 +232,43 @@ fn a_vin_starting_with_a_bom_character_round_trips() {
     assert_eq!(again.data.keys, windows.keys);
 }
 
-/// Found by fuzzing (fuzz target `batch_csv`): a number beyond `f32`'s range (`1e39`) is
-/// read as an infinity, which the batch writer wrote as `inf`, which the reader refuses; it
-/// is written as the decimal just above `f32::MAX` and reads back the same.
+/// Found by fuzzing (fuzz target `batch_csv`): a number beyond `f32`'s range (`1e39`) was
+/// read as an infinity while the text `inf` is refused. One rule now (SPEC §4): such a
+/// number is refused like an infinity, naming line and column; `f32::MAX` itself round
+/// trips.
 #[test]
-fn batch_infinities_from_huge_numbers_round_trip() {
+fn batch_numbers_beyond_f32_are_refused_and_the_largest_round_trip() {
+    for (line, col) in [
+        ("V1,2024-01-01,1,1e39,0\n", 4),
+        ("V1,2024-01-01,1,0,-1e300\n", 5),
+    ] {
+        let e = batch(line, 3, ReadMode::Strict).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("line 1, column {col}")) && e.contains("32-bit"),
+            "{line}: {e}"
+        );
+        let lenient = batch(line, 3, ReadMode::Lenient).unwrap();
+        assert_eq!((lenient.read, lenient.accepted), (1, 0));
+    }
     let r = batch(
-        "V1,2024-01-01,1,1e39,-1e300\nV1,2024-01-02,3.4028235e38,-3.4028235e38,0\n",
+        "V1,2024-01-02,3.4028235e38,-3.4028235e38,0\n",
         3,
         ReadMode::Strict,
     )
     .unwrap();
     let x = &r.data.x;
-    assert_eq!(
-        x.row(0).to_vec(),
-        vec![1.0, f32::INFINITY, f32::NEG_INFINITY]
-    );
-    assert_eq!(x.row(1).to_vec(), vec![f32::MAX, f32::MIN, 0.0]);
+    assert_eq!(x.row(0).to_vec(), vec![f32::MAX, f32::MIN, 0.0]);
     let windows = bms_core::WindowBatch {
         x: x.clone(),
-        y: ndarray::Array1::zeros(2),
+        y: ndarray::Array1::zeros(1),
         keys: r.data.keys.clone(),
     };
     let mut text = Vec::new();
     io::batch_csv::write_batch_csv_to(&mut text, &windows, false).unwrap();
     let text = String::from_utf8(text).unwrap();
-    assert_eq!(
-        text,
-        "V1,2024-01-01,1.0,3.4028236e38,-3.4028236e38\n\
-         V1,2024-01-02,3.4028235e38,-3.4028235e38,0.0\n"
-    );
+    assert_eq!(text, "V1,2024-01-02,3.4028235e38,-3.4028235e38,0.0\n");
     let again = batch(&text, 3, ReadMode::Strict).unwrap();
     assert_eq!(again.data.x, *x);
-    assert_eq!(again.data.keys, r.data.keys);
 }
 
 #[test]

@@ -487,3 +487,69 @@ fn a_graph_without_outputs_or_nodes_is_described_as_such() {
     let r = reason(&Model::from_bytes(&nodes_only.encode_to_vec()).unwrap_err());
     assert_eq!(r, "the graph has no nodes");
 }
+
+fn with_metadata(name: &str, key: &str, value: &str) -> Vec<u8> {
+    use prost::Message;
+    let bytes = std::fs::read(fixtures().join(format!("{name}.onnx"))).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    proto
+        .metadata_props
+        .push(tract_onnx::pb::StringStringEntryProto {
+            key: key.into(),
+            value: value.into(),
+        });
+    proto.encode_to_vec()
+}
+
+/// SPEC §7: a model whose input feeds anything but tree ensembles gives NaN for a row
+/// with a missing value, as onnxruntime does (the engine's clamped sigmoid gave 4.5e-7);
+/// tree ensembles send the value down their missing branch and give a probability.
+#[test]
+fn a_missing_value_gives_nan_on_models_that_do_not_handle_it() {
+    let g = golden("logreg_n");
+    let mut rows = g.rows.slice(s![0..4, ..]).to_owned();
+    rows[[1, 5]] = f32::NAN;
+    rows[[3, 83]] = f32::NAN;
+    for (name, op) in [
+        ("logreg_n", "MatMul"),
+        ("logreg_n1", "MatMul"),
+        ("sklearn_mlp", "Scaler"),
+    ] {
+        let model = load(name);
+        assert!(!model.handles_missing(), "{name}");
+        let why = model.missing_values_refusal().unwrap();
+        assert!(why.contains(op), "{name}: {why}");
+        let want = golden(name).onnxruntime;
+        let p = model.predict(rows.view()).unwrap();
+        assert!(p[1].is_nan() && p[3].is_nan(), "{name}: {p}");
+        for i in [0, 2] {
+            assert!((p[i] - want[i]).abs() <= TOL, "{name} row {i}: {p}");
+        }
+    }
+    for name in [
+        "xgb_classifier",
+        "lgbm_classifier",
+        "sklearn_rf",
+        "xgb_regressor",
+    ] {
+        let model = load(name);
+        assert!(model.handles_missing(), "{name}");
+        assert_eq!(model.missing_values_refusal(), None);
+        let p = model.predict(rows.view()).unwrap();
+        assert!(p.iter().all(|v| v.is_finite()), "{name}: {p}");
+    }
+    let model = Model::load("../models/consistency-ref14x6.onnx").unwrap();
+    assert!(model.handles_missing());
+}
+
+#[test]
+fn a_nan_fill_value_is_refused_for_a_model_that_does_not_handle_missing_values() {
+    let e = Model::from_bytes(&with_metadata("logreg_n", "bms.fill_value", "nan")).unwrap_err();
+    let r = reason(&e);
+    assert!(r.contains("bms.fill_value") && r.contains("MatMul"), "{r}");
+    let m = Model::from_bytes(&with_metadata("xgb_classifier", "bms.fill_value", "nan")).unwrap();
+    assert!(m.contract().spec.fill.is_nan());
+    let e =
+        Model::from_bytes(&with_metadata("xgb_classifier", "bms.fill_value", "1e39")).unwrap_err();
+    assert!(reason(&e).contains("32-bit"), "{}", reason(&e));
+}

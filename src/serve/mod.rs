@@ -410,6 +410,7 @@ async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, ApiEr
 }
 
 fn score(model: &Model, rows: &codec::Rows) -> Result<Vec<f32>, ApiError> {
+    codec::check_missing(model, rows)?;
     codec::score(model, rows).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 

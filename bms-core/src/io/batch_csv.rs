@@ -29,6 +29,39 @@ pub struct BatchData {
     pub lines: Vec<u64>,
 }
 
+impl BatchData {
+    /// Removes the rows that hold a missing (NaN) feature, for a model that does not
+    /// handle missing values (SPEC §7); returns the source line of each removed row and
+    /// the 1-based column of its first NaN (`VIN` is column 1).
+    pub fn remove_missing(&mut self) -> Vec<(u64, usize)> {
+        let first_nan: Vec<Option<usize>> = self
+            .x
+            .rows()
+            .into_iter()
+            .map(|r| r.iter().position(|v| v.is_nan()))
+            .collect();
+        if first_nan.iter().all(Option::is_none) {
+            return Vec::new();
+        }
+        let keep: Vec<usize> = (0..first_nan.len())
+            .filter(|&i| first_nan[i].is_none())
+            .collect();
+        let removed = first_nan
+            .iter()
+            .zip(&self.lines)
+            .filter_map(|(k, &line)| k.map(|k| (line, k + 3)))
+            .collect();
+        self.x = self.x.select(ndarray::Axis(0), &keep);
+        let pick = |v: &[u64]| keep.iter().map(|&i| v[i]).collect::<Vec<_>>();
+        self.lines = pick(&self.lines);
+        self.keys = keep.iter().map(|&i| self.keys[i].clone()).collect();
+        if let Some(labels) = &self.labels {
+            self.labels = Some(keep.iter().map(|&i| labels[i]).collect());
+        }
+        removed
+    }
+}
+
 /// Options for [`read_batch_csv`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchOptions {

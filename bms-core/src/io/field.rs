@@ -5,8 +5,10 @@
 use chrono::NaiveDate;
 
 /// Parses a numeric field: decimal or scientific notation, `nan`/`NaN`/`NAN` or an empty
-/// field as NaN. Infinities are refused (no sensor reports them). Every text input of the
-/// project (files, HTTP bodies) reads numbers through this one function.
+/// field as NaN. Infinities are refused (no sensor reports them), and so is a finite
+/// number too large for the 32-bit floats the models read (`1e39`; see [`check_range`]).
+/// Every text input of the project (files, HTTP bodies) reads numbers through this one
+/// function.
 pub fn parse_f64(field: &[u8]) -> std::result::Result<f64, String> {
     // The common case first: a plain number with no spaces around it.
     if let (Some(a), Some(z)) = (field.first(), field.last())
@@ -15,11 +17,7 @@ pub fn parse_f64(field: &[u8]) -> std::result::Result<f64, String> {
         && let Ok(t) = std::str::from_utf8(field)
         && let Ok(v) = t.parse::<f64>()
     {
-        return if v.is_finite() {
-            Ok(v)
-        } else {
-            Err(format!("'{t}' is not a finite number"))
-        };
+        return check_range(v).map_err(|reason| format!("'{t}' {reason}"));
     }
     let s = std::str::from_utf8(field).map_err(|_| "not valid UTF-8".to_owned())?;
     let t = s.trim();
@@ -27,9 +25,23 @@ pub fn parse_f64(field: &[u8]) -> std::result::Result<f64, String> {
         return Ok(f64::NAN);
     }
     match t.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(v),
-        Ok(_) => Err(format!("'{t}' is not a finite number")),
+        Ok(v) => check_range(v).map_err(|reason| format!("'{t}' {reason}")),
         Err(_) => Err(format!("'{t}' is not a number")),
+    }
+}
+
+/// The one rule for numbers of every reader (text, JSON, Parquet; SPEC §4): NaN is a
+/// missing value; otherwise a value must be finite and round to a finite `f32`, the type
+/// models read — `1e39` would reach a model as an infinity while `inf` is refused. `Err`
+/// is the reason, to follow the value in a message.
+#[inline]
+pub fn check_range(v: f64) -> std::result::Result<f64, &'static str> {
+    if v.is_nan() || (v as f32).is_finite() {
+        Ok(v)
+    } else if v.is_infinite() {
+        Err("is not a finite number")
+    } else {
+        Err("is beyond the range of the 32-bit floats models read (±3.4028235e38)")
     }
 }
 
@@ -409,6 +421,24 @@ mod tests {
         ] {
             check(s);
         }
+    }
+
+    #[test]
+    fn values_beyond_f32_are_refused_like_infinities() {
+        // Rounds to f32::MAX: taken; rounds to an infinity: refused, whatever the spelling.
+        assert_eq!(parse_f32(b"3.4028235e38"), Ok(f32::MAX));
+        assert_eq!(parse_f32(b"-3.40282356e38"), Ok(-f32::MAX));
+        for s in ["1e39", "-1e39", "1e308", " 1e39 ", "inf", "-Infinity"] {
+            let e = parse_f64(s.as_bytes()).expect_err(s);
+            assert!(e.contains(s.trim()), "{s}: {e}");
+            assert!(parse_f32(s.as_bytes()).is_err(), "{s}");
+        }
+        assert!(parse_f64(b"1e39").unwrap_err().contains("32-bit"));
+        assert!(parse_f64(b"3.40282356e38").is_ok(), "rounds to f32::MAX");
+        assert!(parse_f64(b"3.4028236e38").is_err(), "rounds to an infinity");
+        assert!(check_range(f64::NAN).unwrap().is_nan());
+        assert!(check_range(f64::INFINITY).is_err());
+        assert!(check_range(-1e39).is_err());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::error::{BmsError, Location, Result};
 
 pub use batch_csv::{BatchData, read_batch_csv, write_batch_csv};
 pub use daily_csv::{read_daily_csv, write_daily_csv};
-pub use field::{parse_date, parse_f32, parse_f64};
+pub use field::{check_range, parse_date, parse_f32, parse_f64};
 pub use frame_csv::{read_frame_csv, write_frame_csv};
 #[cfg(feature = "parquet")]
 pub use parquet::{
@@ -188,20 +188,12 @@ pub(crate) fn fmt_f64(out: &mut String, v: f64) {
 }
 
 /// Formats an `f32` so that [`parse_f32`] reads it back to the same value; NaN as `nan`.
-/// An infinity (what a finite number beyond `f32`'s range, such as `1e39` in a batch file
-/// or a daily value of `1e300` in a window, becomes) is written as `±3.4028236e38`, the
-/// shortest decimal above `f32::MAX` that rounds to it: the readers refuse the text `inf`
-/// but read huge finite numbers as numbers.
+/// An infinity is written as `inf`, which the readers refuse (SPEC §4): no reader yields
+/// one, since a finite number beyond `f32`'s range is refused like an infinity.
 pub(crate) fn fmt_f32(out: &mut String, v: f32) {
     use std::fmt::Write as _;
     if v.is_nan() {
         out.push_str("nan");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 {
-            "3.4028236e38"
-        } else {
-            "-3.4028236e38"
-        });
     } else {
         write!(out, "{v:?}").expect("writing to a String");
     }

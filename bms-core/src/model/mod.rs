@@ -69,6 +69,8 @@ pub struct Model {
     probability: (usize, Take),
     label: Option<usize>,
     output_names: Vec<String>,
+    /// `None` when the model handles missing values; else the operator its input feeds.
+    no_missing: Option<String>,
 }
 
 impl std::fmt::Debug for Model {
@@ -156,6 +158,16 @@ impl Model {
             .as_ref()
             .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
             .unwrap_or_default();
+        let no_missing = consumer_without_missing(&proto);
+        if let Some(op) = &no_missing
+            && contract.spec.fill.is_nan()
+        {
+            return Err(BmsError::model(format!(
+                "metadata {} = nan leaves missing values in windows, but the model does not \
+                 handle them (its input feeds {op}, not a tree ensemble): give a number",
+                contract::KEY_FILL_VALUE
+            )));
+        }
 
         let built = catch_unwind(AssertUnwindSafe(|| build_plan(&framework, &proto, width)))
             .map_err(|_| BmsError::model("the engine panicked while loading the model"))??;
@@ -171,6 +183,7 @@ impl Model {
             probability,
             label,
             output_names,
+            no_missing,
         };
         let probe = ndarray::Array2::<f32>::zeros((1, width));
         let p = model.predict(probe.view())?;
@@ -201,6 +214,22 @@ impl Model {
     /// Names of the graph outputs (after normalisation), in order.
     pub fn output_names(&self) -> &[String] {
         &self.output_names
+    }
+
+    /// Whether the model gives a probability for rows with missing (NaN) values: true when
+    /// its input feeds only tree ensembles (which send a missing value down its branch) or
+    /// imputers. For any other model a row with a NaN gets a NaN probability, as
+    /// onnxruntime gives (SPEC §7) — never a number the graph did not compute.
+    pub fn handles_missing(&self) -> bool {
+        self.no_missing.is_none()
+    }
+
+    /// Why the model does not handle missing values (the operator its input feeds), for
+    /// messages; `None` when it [handles](Model::handles_missing) them.
+    pub fn missing_values_refusal(&self) -> Option<String> {
+        self.no_missing.as_ref().map(|op| {
+            format!("the model does not handle missing values (its input feeds {op}, not a tree ensemble)")
+        })
     }
 
     /// Name of the output the probability is read from.
@@ -257,10 +286,20 @@ impl Model {
         want_labels: bool,
     ) -> Result<(Array1<f32>, Option<Array1<i64>>)> {
         self.check_width(x)?;
-        match &self.direct {
-            Some(direct) => self.run_direct(direct, x, want_labels),
-            None => self.run_plan(x, want_labels),
+        let (mut p, labels) = match &self.direct {
+            Some(direct) => self.run_direct(direct, x, want_labels)?,
+            None => self.run_plan(x, want_labels)?,
+        };
+        if self.no_missing.is_some() {
+            // The engine's kernels do not all carry a NaN through (a clamped sigmoid gave
+            // 4.5e-7 where onnxruntime gives NaN).
+            for (p, row) in p.iter_mut().zip(x.rows()) {
+                if row.iter().any(|v| v.is_nan()) {
+                    *p = f32::NAN;
+                }
+            }
         }
+        Ok((p, labels))
     }
 
     fn run_direct(
@@ -448,6 +487,35 @@ fn direct_ensemble(typed: &TypedModel) -> Option<Direct> {
         ensemble: Arc::clone(&op.ensemble),
         slots: outputs.iter().map(|o| o.slot).collect(),
     })
+}
+
+/// Operators that treat a NaN input as a missing value (ONNX-ML): tree ensembles follow
+/// the missing-value branch, an imputer replaces it.
+const HANDLE_MISSING: [&str; 4] = [
+    "TreeEnsembleClassifier",
+    "TreeEnsembleRegressor",
+    "TreeEnsemble",
+    "Imputer",
+];
+
+/// The first operator fed by a graph input that does not handle missing values, `None`
+/// when every one does.
+fn consumer_without_missing(proto: &ModelProto) -> Option<String> {
+    let graph = proto.graph.as_ref()?;
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<&str> = graph
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|n| !initializers.contains(n))
+        .collect();
+    graph
+        .node
+        .iter()
+        .filter(|n| n.input.iter().any(|i| inputs.contains(&i.as_str())))
+        .find(|n| !HANDLE_MISSING.contains(&n.op_type.as_str()))
+        .map(|n| n.op_type.clone())
 }
 
 /// Picks the probability output by name and shape, and the label output if any.
