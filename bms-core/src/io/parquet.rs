@@ -7,8 +7,16 @@
 //! `large_list`; a null reading is NaN. Frames are written as doubles so that a write/read
 //! round trip is exact.
 //!
-//! Daily: `VIN: utf8`, `Date: date32` (or `YYYY-MM-DD` strings when reading), the six
-//! reference columns, `Label`, then the extended columns, all `double`.
+//! Daily: `VIN: utf8`, `Date: date32`, the six reference columns, `Label`, then the
+//! extended columns, all `double`. When reading, `Date` may also be `date64` or a
+//! `timestamp` of any unit (what pandas writes for `datetime64`), naive, UTC or at a fixed
+//! offset, as long as it is exactly midnight (a whole day, never truncated to one), or
+//! `YYYY-MM-DD` strings.
+//!
+//! Both readers take a VIN (and string dates) as `utf8`, `large_utf8`, `utf8_view` or a
+//! dictionary of them (what pandas writes for a `category` column), and read a number as
+//! SPEC §4 says: missing (NaN or null) or finite within the `f32` range a model reads;
+//! `±inf` or `1e39` is an error naming file, column and row (a reject in lenient mode).
 
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -28,10 +36,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::{ReadMode, ReadReport, RejectSink};
+use super::{ReadMode, ReadReport, RejectSink, check_range, parse_date};
 use crate::daily::{
     DailyColumn, DailyRow, DailyTable, EXTENDED_COLUMNS, N_DAILY_COLUMNS, REFERENCE_COLUMNS,
-    date_of_day, day_of_date,
+    UtcOffset, date_of_day, day_of_date,
 };
 use crate::error::{BmsError, Location, Result};
 use crate::frame::{FrameRef, Frames};
@@ -361,8 +369,192 @@ fn strings(a: &ArrayRef, name: &str, file: &Path) -> Result<Vec<Option<String>>>
             .iter()
             .map(|s| s.map(str::to_owned))
             .collect(),
-        other => return Err(type_err(file, name, "utf8 string", other)),
+        // A pandas `category` column: keys of any integer type into string values.
+        DataType::Dictionary(_, v) if is_string(v) => {
+            let d = a.as_any_dictionary();
+            let values = strings(d.values(), name, file)?;
+            if values.is_empty() {
+                // No values: every key is null (the array is valid).
+                vec![None; a.len()]
+            } else {
+                let keys = d.normalized_keys();
+                (0..a.len())
+                    .map(|i| {
+                        if a.is_null(i) {
+                            None
+                        } else {
+                            values[keys[i]].clone()
+                        }
+                    })
+                    .collect()
+            }
+        }
+        other => {
+            return Err(type_err(
+                file,
+                name,
+                "string (utf8, large_utf8, utf8_view or a dictionary of them)",
+                other,
+            ));
+        }
     })
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// A number of a Parquet column under SPEC §4's one rule ([`check_range`], that of the text
+/// readers): missing (NaN; a null reads as NaN) or finite as the `f32` a model reads. The
+/// reason names the row and `what` (the column, and the item of a list), because a lenient
+/// reject keeps only the reason and the row.
+fn check_value(loc: impl FnOnce() -> Location, row: u64, what: &str, v: f64) -> Result<()> {
+    match check_range(v) {
+        Ok(_) => Ok(()),
+        Err(why) => Err(BmsError::parse(
+            loc(),
+            format!("row {row} (1-based), {what}: {v:?} {why}"),
+        )),
+    }
+}
+
+/// A daily `Date` cell: the date, `Err(None)` when null, `Err(Some(reason))` when refused.
+type DateCell = std::result::Result<NaiveDate, Option<String>>;
+
+/// The dates of a daily `Date` column. A `date64` or `timestamp` must be a whole day; a
+/// timestamp with a timezone must be midnight in it (UTC or a fixed offset; a named zone
+/// needs a zone database, which this crate does not carry, and is refused by name).
+fn daily_dates(a: &ArrayRef, file: &Path) -> Result<Vec<DateCell>> {
+    use arrow_array::types::{
+        Date32Type, Date64Type, TimestampMicrosecondType, TimestampMillisecondType,
+        TimestampNanosecondType, TimestampSecondType,
+    };
+    let want = "date32, date64, YYYY-MM-DD strings, or a timestamp that is naive, UTC or at \
+                a fixed offset such as +08:00 (named timezones other than UTC are not read)";
+    Ok(match a.data_type() {
+        DataType::Date32 => a
+            .as_primitive::<Date32Type>()
+            .iter()
+            .map(|d| {
+                let d = d.ok_or(None)?;
+                date_of_day(d as i64)
+                    .ok_or_else(|| Some(format!("date32 {d} is outside the calendar")))
+            })
+            .collect(),
+        DataType::Date64 => whole_days(a.as_primitive::<Date64Type>().iter(), 1000, "date64", None),
+        DataType::Timestamp(unit, tz) => {
+            let zone = match tz.as_deref() {
+                None => None,
+                Some(name) => match timezone_seconds(name) {
+                    Some(s) => Some((name, s)),
+                    None => return Err(type_err(file, "Date", want, a.data_type())),
+                },
+            };
+            match unit {
+                TimeUnit::Second => whole_days(
+                    a.as_primitive::<TimestampSecondType>().iter(),
+                    1,
+                    "timestamp",
+                    zone,
+                ),
+                TimeUnit::Millisecond => whole_days(
+                    a.as_primitive::<TimestampMillisecondType>().iter(),
+                    1000,
+                    "timestamp",
+                    zone,
+                ),
+                TimeUnit::Microsecond => whole_days(
+                    a.as_primitive::<TimestampMicrosecondType>().iter(),
+                    1_000_000,
+                    "timestamp",
+                    zone,
+                ),
+                TimeUnit::Nanosecond => whole_days(
+                    a.as_primitive::<TimestampNanosecondType>().iter(),
+                    1_000_000_000,
+                    "timestamp",
+                    zone,
+                ),
+            }
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => string_dates(a, file)?,
+        DataType::Dictionary(_, v) if is_string(v) => string_dates(a, file)?,
+        other => return Err(type_err(file, "Date", want, other)),
+    })
+}
+
+fn string_dates(a: &ArrayRef, file: &Path) -> Result<Vec<DateCell>> {
+    Ok(strings(a, "Date", file)?
+        .into_iter()
+        .map(|s| parse_date(s.ok_or(None)?.as_bytes()).map_err(Some))
+        .collect())
+}
+
+/// The offset from UTC, in seconds, of an Arrow timestamp's timezone: `UTC` (also `Z`,
+/// `Etc/UTC`, `GMT`, `Etc/GMT`) or a fixed offset as SPEC §4 writes them (`+08:00`).
+fn timezone_seconds(tz: &str) -> Option<i64> {
+    if matches!(
+        tz,
+        "Etc/UTC" | "Etc/GMT" | "GMT" | "Etc/Universal" | "Universal"
+    ) {
+        return Some(0);
+    }
+    tz.parse::<UtcOffset>().ok().map(|o| i64::from(o.seconds()))
+}
+
+/// Date64 or timestamp values (`per_second` units a second, at `zone`'s offset if any) as
+/// whole days; a value that is not exactly midnight is refused, naming it.
+fn whole_days(
+    values: impl Iterator<Item = Option<i64>>,
+    per_second: i64,
+    kind: &str,
+    zone: Option<(&str, i64)>,
+) -> Vec<DateCell> {
+    let unit = match per_second {
+        1 => "s",
+        1000 => "ms",
+        1_000_000 => "us",
+        _ => "ns",
+    };
+    let per_day = 86_400 * i128::from(per_second);
+    values
+        .map(|v| {
+            let v = v.ok_or(None)?;
+            let offset = zone.map_or(0, |(_, s)| s);
+            let local = i128::from(v) + i128::from(offset) * i128::from(per_second);
+            let day = i64::try_from(local.div_euclid(per_day)).ok();
+            let date = day
+                .and_then(date_of_day)
+                .ok_or_else(|| Some(format!("{kind} {v} {unit} is outside the calendar")))?;
+            let rem = local.rem_euclid(per_day);
+            if rem == 0 {
+                return Ok(date);
+            }
+            // rem < per_day: the seconds fit a day and the fraction a second.
+            let secs = (rem / i128::from(per_second)) as u32;
+            let nanos = (rem % i128::from(per_second)) as u32 * (1_000_000_000 / per_second) as u32;
+            let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)
+                .expect("less than a day");
+            let (at, rule) = match (kind, zone) {
+                ("date64", _) => (
+                    String::new(),
+                    "a date64 Date must be a whole number of days (a multiple of 86400000 ms)"
+                        .to_owned(),
+                ),
+                (_, Some((name, _))) => (
+                    format!(" at {name}"),
+                    format!("a timestamp Date must be exactly 00:00:00 in its timezone {name}"),
+                ),
+                (_, None) => (
+                    String::new(),
+                    "a timestamp Date must be exactly 00:00:00 (the timestamp is naive)".to_owned(),
+                ),
+            };
+            Err(Some(format!(
+                "{kind} {v} {unit} ({date} {time}{at}) is not midnight: {rule}"
+            )))
+        })
+        .collect()
 }
 
 fn flags(a: &ArrayRef, file: &Path) -> Result<Vec<Option<i64>>> {
@@ -514,6 +706,26 @@ pub fn read_frames_parquet(path: &Path, mode: ReadMode) -> Result<ReadReport<Fra
                         BmsError::parse(loc("alarm_flags"), format!("{v} is not a 32-bit bitfield"))
                     })?),
                 };
+                for (name, v) in [
+                    ("pack_voltage", pv[i]),
+                    ("pack_current", pi[i]),
+                    ("soc", soc[i]),
+                ] {
+                    check_value(|| loc(name), row, name, v)?;
+                }
+                for (name, values) in [
+                    ("cell_voltages", &cv[c0..c1]),
+                    ("temperatures", &tv[t0..t1]),
+                ] {
+                    if let Some((j, &v)) = values
+                        .iter()
+                        .enumerate()
+                        .find(|(_, v)| check_range(**v).is_err())
+                    {
+                        let what = format!("{name} item {} of {}", j + 1, values.len());
+                        check_value(|| loc(name), row, &what, v)?;
+                    }
+                }
                 Ok(FrameRef {
                     vin,
                     timestamp_ms,
@@ -592,21 +804,7 @@ pub fn read_daily_parquet(path: &Path) -> Result<DailyTable> {
             "VIN",
             path,
         )?;
-        let date_col = column(&batch, "Date", path, true)?.expect("required");
-        let dates: Vec<Option<NaiveDate>> = match date_col.data_type() {
-            DataType::Date32 => date_col
-                .as_primitive::<arrow_array::types::Date32Type>()
-                .iter()
-                .map(|d| d.and_then(|d| date_of_day(d as i64)))
-                .collect(),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                strings(date_col, "Date", path)?
-                    .into_iter()
-                    .map(|s| s.and_then(|s| NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()))
-                    .collect()
-            }
-            other => return Err(type_err(path, "Date", "date32", other)),
-        };
+        let dates = daily_dates(column(&batch, "Date", path, true)?.expect("required"), path)?;
         let mut values: Vec<Option<Vec<f64>>> = Vec::with_capacity(N_DAILY_COLUMNS);
         for c in DailyColumn::ALL {
             let required = REFERENCE_COLUMNS.contains(&c);
@@ -630,11 +828,21 @@ pub fn read_daily_parquet(path: &Path) -> Result<DailyTable> {
                 Some(v) if !v.trim().is_empty() => v.trim().to_owned(),
                 _ => return Err(BmsError::parse(loc("VIN"), "missing or empty VIN")),
             };
-            let date =
-                dates[i].ok_or_else(|| BmsError::parse(loc("Date"), "missing or invalid date"))?;
+            let date = match &dates[i] {
+                Ok(d) => *d,
+                Err(None) => return Err(BmsError::parse(loc("Date"), "missing date")),
+                Err(Some(reason)) => {
+                    return Err(BmsError::parse(
+                        loc("Date"),
+                        format!("row {row} (1-based), Date: {reason}"),
+                    ));
+                }
+            };
             let mut vals = [f64::NAN; N_DAILY_COLUMNS];
             for (k, col) in values.iter().enumerate() {
                 if let Some(col) = col {
+                    let name = DailyColumn::ALL[k].name();
+                    check_value(|| loc(name), row, name, col[i])?;
                     vals[k] = col[i];
                 }
             }
