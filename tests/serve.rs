@@ -461,7 +461,7 @@ fn invocations_errors_and_hostile_input_never_kill_the_server() {
         .join(",");
     let huge_line = line
         .split(',')
-        .map(|_| "1e300")
+        .map(|_| "3.4e38")
         .collect::<Vec<_>>()
         .join(",");
     let r = post(
@@ -476,6 +476,19 @@ fn invocations_errors_and_hostile_input_never_kill_the_server() {
         let p: f32 = p.parse().unwrap();
         assert!((0.0..=1.0).contains(&p));
     }
+    // Beyond f32 (what the model reads) is refused like an infinity (SPEC §4).
+    let r = post(
+        s.addr,
+        "/invocations",
+        "text/csv",
+        format!("{nan_line}\n{}\n", huge_line.replace("3.4e38", "1e300")).as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("line 2, column 1: '1e300' is beyond"),
+        "{}",
+        r.text()
+    );
 
     // Binary garbage and malformed JSON.
     let garbage: Vec<u8> = (0..5000u32)
@@ -1006,4 +1019,142 @@ fn missing_values_are_refused_for_a_model_that_does_not_handle_them() {
     let r = post(tree.addr, "/invocations", "text/csv", body.as_bytes());
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text().lines().count(), 2);
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                p(dir.path()),
+            ])
+            .status()
+            .expect("running mount");
+        assert!(
+            st.success(),
+            "this test fills a small tmpfs and needs to mount one (root or CAP_SYS_ADMIN)"
+        );
+        Tmpfs { dir }
+    }
+
+    fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}"), p(self.dir.path())])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .args(["-l", p(self.dir.path())])
+            .status();
+    }
+}
+
+/// Issue 20 §3/§6: on a full disk `bms serve --store` kept answering 200 while most
+/// predictions were never stored. Now a 200 is sent only after the prediction is
+/// committed: the 200s are exactly the stored events, a failed write is a 503, `/ping`
+/// says unhealthy until the store can write again, and events.jsonl holds no half line.
+#[test]
+fn a_full_disk_under_store_gives_503_and_no_acknowledged_prediction_is_lost() {
+    use bms_batch::store::{EVENTS_FILE, SQLITE_FILE, SqliteStore};
+    let fs = Tmpfs::mount("600k");
+    let store = fs.dir.path().join("store");
+    let mut s = Server::start(&["--store", p(&store)]);
+    let (batch, _) = fleet();
+    let f: Vec<&str> = batch[0].splitn(3, ',').collect();
+    let body = |i: usize| {
+        serde_json::json!({"vin": format!("DISKFULL{i:09}"), "date": f[1], "features": f[2]})
+            .to_string()
+    };
+    let mut acked = std::collections::BTreeSet::new();
+    let (mut refused, mut i) = (0, 0);
+    while refused < 5 {
+        assert!(i < 20_000, "the store never filled the tmpfs");
+        let r = post(
+            s.addr,
+            "/v1/predict",
+            "application/json",
+            body(i).as_bytes(),
+        );
+        match r.status {
+            200 => {
+                acked.insert(format!("DISKFULL{i:09}"));
+            }
+            503 => {
+                assert!(r.text().contains("not recorded"), "{}", r.text());
+                refused += 1;
+            }
+            other => panic!("status {other}: {}", r.text()),
+        }
+        i += 1;
+    }
+    assert!(
+        acked.len() > 50,
+        "{} acknowledged before the disk filled",
+        acked.len()
+    );
+    let ping = get(s.addr, "/ping");
+    assert_eq!(ping.status, 503, "{}", ping.text());
+    assert!(
+        ping.text().contains("store cannot write"),
+        "{}",
+        ping.text()
+    );
+
+    // Room again: the next write succeeds and /ping is healthy again.
+    fs.resize("64m");
+    let r = post(
+        s.addr,
+        "/v1/predict",
+        "application/json",
+        body(i).as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    acked.insert(format!("DISKFULL{i:09}"));
+    assert_eq!(get(s.addr, "/ping").status, 200);
+    s.sigterm();
+    assert!(
+        s.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        s.log()
+    );
+
+    let events = std::fs::read_to_string(store.join(EVENTS_FILE)).unwrap();
+    let logged: std::collections::BTreeSet<String> = events
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("whole JSON lines");
+            v["vin"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(events.lines().count(), logged.len(), "no event twice");
+    assert_eq!(
+        logged, acked,
+        "events.jsonl holds exactly the acknowledged predictions"
+    );
+    let rows: std::collections::BTreeSet<String> = SqliteStore::open(&store.join(SQLITE_FILE))
+        .unwrap()
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.vin)
+        .collect();
+    assert!(
+        rows.is_superset(&acked),
+        "every acknowledged prediction is in results.sqlite"
+    );
 }

@@ -55,7 +55,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use codec::{BadBody, Format};
 use metrics::{Metrics, Route};
-use recorder::Recorder;
+use recorder::{Committed, Recorder};
 
 use bms_batch::store::Prediction;
 
@@ -302,7 +302,14 @@ async fn dispatch(
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let post = req.method() == Method::POST;
     match route {
-        Route::Ping if get => Ok(response(StatusCode::OK, None, Bytes::new())),
+        Route::Ping if get => match state.recorder.as_ref().and_then(|r| r.health()) {
+            // SageMaker takes a non-200 /ping as unhealthy: nothing is acknowledged anyway.
+            Some(why) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unhealthy: the store cannot write: {why}"),
+            )),
+            None => Ok(response(StatusCode::OK, None, Bytes::new())),
+        },
         Route::ExecutionParameters if get => Ok(response(
             StatusCode::OK,
             Some("application/json"),
@@ -483,13 +490,14 @@ async fn invocations(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp,
     let len = body.len();
     let recorder = state.recorder.clone();
     let threshold = state.config.threshold;
-    let (probs, text) = run_work(state, permit, len, move |model| {
+    let (probs, text, committed) = run_work(state, permit, len, move |model| {
         let rows = codec::parse(in_format, &body, model.input_width())?;
         let probs = if rows.n == 0 {
             Vec::new()
         } else {
             score(model, &rows)?
         };
+        let mut committed = None;
         if let Some(r) = recorder
             && !rows.keys.is_empty()
         {
@@ -499,12 +507,13 @@ async fn invocations(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp,
                 threshold,
                 &model.contract().model_id,
             );
-            record(&r, preds)?;
+            committed = Some(record(&r, preds)?);
         }
         let text = codec::format_predictions(out_format, &probs);
-        Ok((probs.len(), text))
+        Ok((probs.len(), text, committed))
     })
     .await?;
+    stored(committed).await?;
     if probs == 0 {
         return Ok(response(StatusCode::NO_CONTENT, None, Bytes::new()));
     }
@@ -518,7 +527,7 @@ async fn predict(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Api
     let len = body.len();
     let threshold = state.config.threshold;
     let recorder = state.recorder.clone();
-    let text = run_work(state, permit, len, move |model| {
+    let (text, committed) = run_work(state, permit, len, move |model| {
         let g = codec::parse_gateway(&body, model.input_width())?;
         let rows = codec::Rows {
             n: 1,
@@ -527,22 +536,47 @@ async fn predict(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Api
         };
         let p = score(model, &rows)?[0];
         let model_id = &model.contract().model_id;
+        let mut committed = None;
         if let Some(r) = recorder {
             let pred = Prediction::new(&g.vin, g.date, p, threshold, model_id, g.x.clone());
-            record(&r, vec![pred])?;
+            committed = Some(record(&r, vec![pred])?);
         }
-        Ok(codec::format_gateway(&g, p, p >= threshold, model_id))
+        Ok((
+            codec::format_gateway(&g, p, p >= threshold, model_id),
+            committed,
+        ))
     })
     .await?;
+    stored(committed).await?;
     state.metrics.add_rows(1);
     Ok(response(StatusCode::OK, Some("application/json"), text))
 }
 
-fn record(recorder: &Recorder, preds: Vec<Prediction>) -> Result<(), ApiError> {
-    recorder.record(preds).map_err(|why| {
+fn record(recorder: &Recorder, preds: Vec<Prediction>) -> Result<Committed, ApiError> {
+    recorder.record_acked(preds).map_err(|why| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("scored, but not recorded: {why}"),
         )
     })
+}
+
+/// Waits until a request's predictions are committed to the store: a 200 is sent only
+/// after that; a write that failed is a 503 (the client retries; the store's keys make a
+/// retry add nothing twice).
+async fn stored(committed: Option<Committed>) -> Result<(), ApiError> {
+    let Some(committed) = committed else {
+        return Ok(());
+    };
+    match committed.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(why)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("scored, but not recorded: the store cannot write: {why}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "scored, but not recorded: the store writer stopped",
+        )),
+    }
 }

@@ -312,8 +312,9 @@ pub fn write_event_json(out: &mut String, p: &Prediction, keys: &EventKeys) {
 }
 
 /// An append-only `events.jsonl` for long-running writers (`bms serve --store`): each
-/// [`EventLog::append`] writes whole lines and fsyncs, so a crash loses at most the batch
-/// being written, never leaves a half line behind a later one.
+/// [`EventLog::append`] writes whole lines and fsyncs; a failed append (a full disk) is cut
+/// back to where it started, and opening drops a half line a crash left at the end, so a
+/// half line never stands before a later one.
 #[derive(Debug)]
 pub struct EventLog {
     path: PathBuf,
@@ -329,6 +330,13 @@ impl EventLog {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        let whole =
+            whole_lines_len(&file).with_context(|| format!("reading {}", path.display()))?;
+        if whole < file.metadata().map(|m| m.len()).unwrap_or(0) {
+            // The batch a crash interrupted; it was never acknowledged.
+            file.set_len(whole)
+                .with_context(|| format!("cutting a half line off {}", path.display()))?;
+        }
         Ok(EventLog {
             path: path.to_path_buf(),
             file,
@@ -344,11 +352,42 @@ impl EventLog {
             write_event_json(&mut self.buf, p, &self.keys);
             self.buf.push('\n');
         }
-        self.file
+        let start = self
+            .file
+            .metadata()
+            .with_context(|| format!("reading {}", self.path.display()))?
+            .len();
+        let written = self
+            .file
             .write_all(self.buf.as_bytes())
-            .and_then(|()| self.file.sync_data())
-            .with_context(|| format!("writing {}", self.path.display()))
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Cut a partial write back (appends go to the end, wherever the length is).
+            let _ = self.file.set_len(start);
+            return Err(e).with_context(|| format!("writing {}", self.path.display()));
+        }
+        Ok(())
     }
+}
+
+/// The length of `file` up to and including its last newline.
+fn whole_lines_len(file: &File) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut f = file;
+    let mut end = len;
+    let mut buf = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// The incremental store of a directory: `results.sqlite` (upsert) and `events.jsonl`
