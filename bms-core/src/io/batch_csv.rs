@@ -52,8 +52,7 @@ impl BatchData {
             .filter_map(|(k, &line)| k.map(|k| (line, k + 3)))
             .collect();
         self.x = self.x.select(ndarray::Axis(0), &keep);
-        let pick = |v: &[u64]| keep.iter().map(|&i| v[i]).collect::<Vec<_>>();
-        self.lines = pick(&self.lines);
+        self.lines = keep.iter().map(|&i| self.lines[i]).collect();
         self.keys = keep.iter().map(|&i| self.keys[i].clone()).collect();
         if let Some(labels) = &self.labels {
             self.labels = Some(keep.iter().map(|&i| labels[i]).collect());
