@@ -742,3 +742,64 @@ fn rows_with_missing_values_are_rejected_for_models_that_do_not_handle_them() {
     predict(&ref_model(), &f.path("nan.csv"), &out, &[]);
     assert_eq!(summary(&out)["scored"], 5);
 }
+
+/// SPEC §6: a batch file with the same (VIN, Date) twice (conflicting features) was
+/// scored twice into Parquet and events but once into SQLite. Now the first line is
+/// scored, the later one is a reject naming the first, and every store agrees.
+#[test]
+fn conflicting_duplicate_windows_score_the_first_line_in_every_store() {
+    let f = Fleet::new();
+    let mut lines: Vec<String> = text(&f.path("batch.csv"))
+        .lines()
+        .take(6)
+        .map(String::from)
+        .collect();
+    let mut twin: Vec<&str> = lines[1].split(',').collect();
+    twin[20] = "123.5";
+    let twin = twin.join(",");
+    lines.insert(4, twin);
+    std::fs::write(f.path("dup.csv"), lines.join("\n") + "\n").unwrap();
+    let out = f.path("out");
+    let o = predict(&ref_model(), &f.path("dup.csv"), &out, &[]);
+    assert!(
+        stderr(&o).contains("read 7 lines, accepted 6, rejected 1"),
+        "{}",
+        stderr(&o)
+    );
+    let rejects = text(&out.join("rejects.csv"));
+    let r: Vec<&str> = rejects.lines().collect();
+    assert_eq!(r.len(), 2, "{rejects}");
+    assert!(
+        r[1].starts_with("5,the same VIN and Date as line 2"),
+        "{}",
+        r[1]
+    );
+    let parquet = read_predictions(&out)
+        .unwrap()
+        .rows;
+    let sqlite = SqliteStore::open(&out.join("results.sqlite"))
+        .unwrap()
+        .all()
+        .unwrap();
+    let ev = events(&out);
+    assert_eq!((parquet.len(), sqlite.len(), ev.len()), (6, 6, 6));
+    // The first line's features, not the twin's, in every store.
+    let first = by_id(parquet);
+    let want: f32 = lines[1].split(',').nth(20).unwrap().parse().unwrap();
+    let id = event_id(
+        lines[1].split(',').next().unwrap(),
+        chrono::NaiveDate::parse_from_str(lines[1].split(',').nth(1).unwrap(), "%Y-%m-%d").unwrap(),
+        &first.values().next().unwrap().model_id,
+    );
+    assert_eq!(first[&id].features[18], want);
+    let o = bms(&[
+        "predict",
+        "-m",
+        p(&ref_model()),
+        "-i",
+        p(&f.path("dup.csv")),
+        "--strict",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("lines 2 and 5"), "{}", stderr(&o));
+}

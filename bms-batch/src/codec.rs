@@ -280,10 +280,31 @@ pub fn parse_json(body: &[u8], width: usize) -> Result<Rows, BadBody> {
 
 /// Parses an `/invocations` body in `format`.
 pub fn parse(format: Format, body: &[u8], width: usize) -> Result<Rows, BadBody> {
-    match format {
-        Format::Csv => parse_csv(body, width),
-        Format::Json => parse_json(body, width),
+    let rows = match format {
+        Format::Csv => parse_csv(body, width)?,
+        Format::Json => parse_json(body, width)?,
+    };
+    refuse_duplicates(&rows)?;
+    Ok(rows)
+}
+
+/// One body must not hold the same (VIN, Date) twice (SPEC §6): the stores key by it, so
+/// the two rows would be one stored prediction and two answers.
+fn refuse_duplicates(rows: &Rows) -> Result<(), BadBody> {
+    if rows.keys.len() < 2 {
+        return Ok(());
     }
+    let mut seen = std::collections::HashMap::with_capacity(rows.keys.len());
+    for (i, vin, date) in &rows.keys {
+        if let Some(first) = seen.insert((vin.as_str(), *date), *i) {
+            return Err(bad(format!(
+                "rows {} and {}: the same VIN and Date twice ({vin}, {date})",
+                first + 1,
+                i + 1
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Writes a probability as the shortest decimal that reads back to the same f32.
@@ -515,6 +536,20 @@ mod tests {
             "{e:?}"
         );
         assert!(parse_csv(b"1,1e39", 2).unwrap_err().0.contains("beyond"));
+    }
+
+    #[test]
+    fn a_body_with_the_same_vin_and_date_twice_is_refused() {
+        let body = b"V1,2024-01-01,1,2\n3,4\nV2,2024-01-01,1,2\nV1,2024-01-01,5,6\n";
+        let e = parse(Format::Csv, body, 2).unwrap_err();
+        assert_eq!(
+            e.0,
+            "rows 1 and 4: the same VIN and Date twice (V1, 2024-01-01)"
+        );
+        assert_eq!(
+            parse(Format::Csv, &body[..body.len() - 19], 2).unwrap().n,
+            3
+        );
     }
 
     #[test]

@@ -535,6 +535,9 @@ fn batch_chunks(
         }
     };
     let missing = model.missing_values_refusal();
+    // Every window's first line, to refuse conflicting duplicates (about 60 bytes each).
+    let mut seen = std::collections::HashMap::new();
+    let mut duplicates = Vec::new();
     let mut read = 0u64;
     let mut rejects = Vec::new();
     // Blocks come from the reader thread; their buffers go back to it for reuse.
@@ -584,6 +587,20 @@ fn batch_chunks(
                     }
                     rep.rejects.sort_by_key(|r| r.line);
                 }
+                for (line, first) in rep.data.remove_duplicates(&mut seen, line0) {
+                    if job.strict {
+                        bail!(
+                            "{}, lines {first} and {line}: the same VIN and Date twice",
+                            path.display()
+                        );
+                    }
+                    duplicates.push(Reject {
+                        line,
+                        reason: format!(
+                            "the same VIN and Date as line {first} (the first is scored)"
+                        ),
+                    });
+                }
                 for rj in rep.rejects {
                     let line = rj.line + line0 - 1;
                     if job.strict {
@@ -609,6 +626,10 @@ fn batch_chunks(
         // Dropping the receiver (an early error above) stops the reader at its next send.
         Ok(())
     })?;
+    if !duplicates.is_empty() {
+        rejects.extend(duplicates);
+        rejects.sort_by_key(|r| r.line);
+    }
     Ok((read, rejects))
 }
 

@@ -51,13 +51,44 @@ impl BatchData {
             .zip(&self.lines)
             .filter_map(|(k, &line)| k.map(|k| (line, k + 3)))
             .collect();
-        self.x = self.x.select(ndarray::Axis(0), &keep);
+        self.keep_rows(&keep);
+        removed
+    }
+
+    /// Removes the rows whose (VIN, Date) an earlier row of the same input had (SPEC §6:
+    /// the first line of a window is scored, later ones are rejects). `seen` maps each
+    /// key to its line across the calls for one input; `line0 - 1` is added to this
+    /// part's lines. Returns (line, first line) of each removed row.
+    pub fn remove_duplicates(
+        &mut self,
+        seen: &mut std::collections::HashMap<WindowKey, u64>,
+        line0: u64,
+    ) -> Vec<(u64, u64)> {
+        let mut removed = Vec::new();
+        let mut keep = Vec::with_capacity(self.keys.len());
+        for (i, (key, &line)) in self.keys.iter().zip(&self.lines).enumerate() {
+            let line = line + line0 - 1;
+            match seen.get(key) {
+                Some(&first) => removed.push((line, first)),
+                None => {
+                    seen.insert(key.clone(), line);
+                    keep.push(i);
+                }
+            }
+        }
+        if !removed.is_empty() {
+            self.keep_rows(&keep);
+        }
+        removed
+    }
+
+    fn keep_rows(&mut self, keep: &[usize]) {
+        self.x = self.x.select(ndarray::Axis(0), keep);
         self.lines = keep.iter().map(|&i| self.lines[i]).collect();
         self.keys = keep.iter().map(|&i| self.keys[i].clone()).collect();
         if let Some(labels) = &self.labels {
             self.labels = Some(keep.iter().map(|&i| labels[i]).collect());
         }
-        removed
     }
 }
 
