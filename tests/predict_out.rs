@@ -792,6 +792,11 @@ fn conflicting_duplicate_windows_score_the_first_line_in_every_store() {
         &first.values().next().unwrap().model_id,
     );
     assert_eq!(first[&id].features[18], want);
+    // The twin in another chunk than its first line: the same outcome.
+    let chunked = f.path("out-chunked");
+    predict_chunked(&f.path("dup.csv"), &chunked, 2);
+    assert_eq!(text(&chunked.join("rejects.csv")), rejects);
+    assert_eq!(summary(&chunked)["scored"], 6);
     let o = bms(&[
         "predict",
         "-m",

@@ -535,8 +535,8 @@ fn batch_chunks(
         }
     };
     let missing = model.missing_values_refusal();
-    // Every window's first line, to refuse conflicting duplicates (about 60 bytes each).
-    let mut seen = std::collections::HashMap::new();
+    // Every window's first line, to refuse conflicting duplicates (16-byte fingerprints).
+    let mut seen = bms_core::io::batch_csv::FingerprintMap::default();
     let mut duplicates = Vec::new();
     let mut read = 0u64;
     let mut rejects = Vec::new();
@@ -570,16 +570,24 @@ fn batch_chunks(
                             mode: ReadMode::Lenient,
                         },
                     )
-                    .map(|rep| (rep, line0))
+                    .map(|rep| {
+                        let fingerprints = rep.data.key_fingerprints();
+                        (rep, fingerprints, line0)
+                    })
                 })
                 .collect::<bms_core::Result<Vec<_>>>()?;
             let _ = spare_tx.send(block.buf);
             let mut parts = Vec::with_capacity(reports.len());
-            for (mut rep, line0) in reports {
+            for (mut rep, fingerprints, line0) in reports {
                 read += rep.read;
+                let mut fingerprints = fingerprints;
                 if let Some(why) = &missing {
+                    let removed = rep.data.remove_missing();
+                    if !removed.is_empty() {
+                        fingerprints = rep.data.key_fingerprints();
+                    }
                     // Lines are relative to the part; the rejects are sorted below.
-                    for (line, col) in rep.data.remove_missing() {
+                    for (line, col) in removed {
                         rep.rejects.push(bms_core::io::Reject {
                             line,
                             reason: format!("column {col}: a missing value (nan), and {why}"),
@@ -587,7 +595,7 @@ fn batch_chunks(
                     }
                     rep.rejects.sort_by_key(|r| r.line);
                 }
-                for (line, first) in rep.data.remove_duplicates(&mut seen, line0) {
+                for (line, first) in rep.data.remove_duplicates(&fingerprints, &mut seen, line0) {
                     if job.strict {
                         bail!(
                             "{}, lines {first} and {line}: the same VIN and Date twice",

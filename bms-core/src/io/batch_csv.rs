@@ -17,6 +17,29 @@ use super::{
 use crate::error::{BmsError, Location, Result};
 use crate::window::{WindowBatch, WindowKey};
 
+/// Fingerprints of (VIN, Date) keys to the line that had them first; the fingerprints are
+/// already hashes, so the map uses their low bits as they are.
+pub type FingerprintMap =
+    std::collections::HashMap<u128, u64, std::hash::BuildHasherDefault<FingerprintHasher>>;
+
+/// The hasher of [`FingerprintMap`]: the low 64 bits of the fingerprint.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
 /// Accepted lines of a batch file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchData {
@@ -55,23 +78,50 @@ impl BatchData {
         removed
     }
 
+    /// A 128-bit fingerprint of each row's (VIN, Date), for
+    /// [`BatchData::remove_duplicates`]: two digests of std's `DefaultHasher` (fixed
+    /// keys) salted differently, so that a set of them can be kept for a whole input (16 bytes a window,
+    /// computed where the lines are parsed, in parallel) instead of the keys themselves.
+    /// Two different keys share a fingerprint with probability about 2⁻¹²⁸.
+    pub fn key_fingerprints(&self) -> Vec<u128> {
+        use std::hash::{Hash, Hasher};
+        self.keys
+            .iter()
+            .map(|k| {
+                let half = |salt: u8| {
+                    let mut h = std::hash::DefaultHasher::new();
+                    h.write_u8(salt);
+                    k.vin.hash(&mut h);
+                    k.date.hash(&mut h);
+                    h.finish()
+                };
+                (u128::from(half(1)) << 64) | u128::from(half(2))
+            })
+            .collect()
+    }
+
     /// Removes the rows whose (VIN, Date) an earlier row of the same input had (SPEC §6:
-    /// the first line of a window is scored, later ones are rejects). `seen` maps each
+    /// the first line of a window is scored, later ones are rejects). `fingerprints` are
+    /// this part's [`BatchData::key_fingerprints`]; `seen` maps the fingerprint of each
     /// key to its line across the calls for one input; `line0 - 1` is added to this
     /// part's lines. Returns (line, first line) of each removed row.
     pub fn remove_duplicates(
         &mut self,
-        seen: &mut std::collections::HashMap<WindowKey, u64>,
+        fingerprints: &[u128],
+        seen: &mut FingerprintMap,
         line0: u64,
     ) -> Vec<(u64, u64)> {
+        debug_assert_eq!(fingerprints.len(), self.keys.len());
         let mut removed = Vec::new();
         let mut keep = Vec::with_capacity(self.keys.len());
-        for (i, (key, &line)) in self.keys.iter().zip(&self.lines).enumerate() {
+        for (i, (&fp, &line)) in fingerprints.iter().zip(&self.lines).enumerate() {
             let line = line + line0 - 1;
-            match seen.get(key) {
-                Some(&first) => removed.push((line, first)),
-                None => {
-                    seen.insert(key.clone(), line);
+            match seen.entry(fp) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    removed.push((line, *first.get()))
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(line);
                     keep.push(i);
                 }
             }
