@@ -1071,7 +1071,7 @@ impl Drop for Tmpfs {
 #[test]
 fn a_full_disk_under_store_gives_503_and_no_acknowledged_prediction_is_lost() {
     use bms_batch::store::{EVENTS_FILE, SQLITE_FILE, SqliteStore};
-    let fs = Tmpfs::mount("600k");
+    let fs = Tmpfs::mount("8m");
     let store = fs.dir.path().join("store");
     let mut s = Server::start(&["--store", p(&store)]);
     let (batch, _) = fleet();
