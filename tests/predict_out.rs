@@ -774,9 +774,7 @@ fn conflicting_duplicate_windows_score_the_first_line_in_every_store() {
         "{}",
         r[1]
     );
-    let parquet = read_predictions(&out)
-        .unwrap()
-        .rows;
+    let parquet = read_predictions(&out).unwrap().rows;
     let sqlite = SqliteStore::open(&out.join("results.sqlite"))
         .unwrap()
         .all()
@@ -807,4 +805,29 @@ fn conflicting_duplicate_windows_score_the_first_line_in_every_store() {
     ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("lines 2 and 5"), "{}", stderr(&o));
+}
+
+/// Issue 20: `bms predict` with a regressor alarmed on every row (its output, e.g. 5968,
+/// was read as a probability); it is refused at load, naming the output and the fix.
+#[test]
+fn a_regressor_is_refused_before_anything_is_written() {
+    let f = Fleet::new();
+    let out = f.path("out");
+    let o = bms(&[
+        "predict",
+        "-m",
+        p(&root().join("models/fixtures/xgb_regressor.onnx")),
+        "-i",
+        p(&f.path("batch.csv")),
+        "--out",
+        p(&out),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("output `variable` is not a probability")
+            && stderr(&o).contains("bms.output = probability"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists(), "nothing written");
 }

@@ -81,6 +81,15 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 /// Loads the model `spec` names (a path or `s3://…`; the shipped model when `None`),
 /// its contract checked.
 pub async fn load_model(spec: Option<&str>, buckets: &Buckets) -> Result<Model> {
+    let model = load_any_model(spec, buckets).await?;
+    // Both handlers compare its output with the threshold.
+    model
+        .require_probability()
+        .with_context(|| format!("BMS_MODEL={}", spec.unwrap_or("(the shipped model)")))?;
+    Ok(model)
+}
+
+async fn load_any_model(spec: Option<&str>, buckets: &Buckets) -> Result<Model> {
     match spec {
         None => Model::from_bytes(SHIPPED_MODEL).context("the shipped model"),
         Some(s) if S3Url::is_s3(s) => {

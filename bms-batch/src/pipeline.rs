@@ -164,6 +164,7 @@ pub fn score_to_dir(
 
 /// The input's format and the threshold, checked.
 fn prepare(input: &Path, model: &Model, job: &Job) -> Result<(InputFormat, f32)> {
+    model.require_probability()?;
     let threshold = job.threshold.unwrap_or(model.contract().threshold);
     anyhow::ensure!(
         (0.0..=1.0).contains(&threshold),

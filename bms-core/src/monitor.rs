@@ -143,6 +143,7 @@ impl Monitor {
     /// whose days follow `config`. Fails on an unusable configuration (a spread threshold
     /// that is not a finite number ≥ 0) or contract.
     pub fn new(model: Arc<Model>, config: MonitorConfig) -> Result<Self> {
+        model.require_probability()?;
         FeatureConfig::new(config.features.ocv.clone(), config.features.alarm_spread_v)?;
         let spec = &model.contract().spec;
         spec.validate()?;

@@ -553,3 +553,66 @@ fn a_nan_fill_value_is_refused_for_a_model_that_does_not_handle_missing_values()
         Model::from_bytes(&with_metadata("xgb_classifier", "bms.fill_value", "1e39")).unwrap_err();
     assert!(reason(&e).contains("32-bit"), "{}", reason(&e));
 }
+
+/// Issue 20: a regressor's output (e.g. 5968) was taken as a probability, so every row
+/// alarmed. Alarm surfaces call `require_probability` at load; `predict` stays raw.
+#[test]
+fn an_output_that_is_not_a_probability_is_refused_for_alarms() {
+    for name in [
+        "xgb_classifier",
+        "lgbm_classifier",
+        "sklearn_gbc",
+        "sklearn_rf",
+        "sklearn_rf_zipmap",
+        "sklearn_mlp",
+        "logreg_n",
+        "logreg_n1",
+        "xgb_metadata",
+    ] {
+        load(name)
+            .require_probability()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    Model::load("../models/consistency-ref14x6.onnx")
+        .unwrap()
+        .require_probability()
+        .unwrap();
+    let reg = load("xgb_regressor");
+    let e = reason(&reg.require_probability().unwrap_err());
+    assert!(
+        e.contains("`variable`")
+            && e.contains("TreeEnsembleRegressor, post_transform NONE")
+            && e.contains("bms.output = probability"),
+        "{e}"
+    );
+    // predict itself stays the graph's output (parity with onnxruntime above).
+    assert!(reg.predict(golden("xgb_regressor").rows.view()).unwrap()[1] > 1.0);
+    let declared =
+        Model::from_bytes(&with_metadata("xgb_regressor", "bms.output", "probability")).unwrap();
+    declared.require_probability().unwrap();
+    let e = Model::from_bytes(&with_metadata("xgb_regressor", "bms.output", "score")).unwrap_err();
+    assert!(reason(&e).contains("bms.output"), "{}", reason(&e));
+
+    // A logistic regression without its Sigmoid: the logit, not a probability.
+    use prost::Message;
+    let bytes = std::fs::read(fixtures().join("logreg_n1.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let at = graph
+        .node
+        .iter()
+        .position(|n| n.op_type == "Sigmoid")
+        .unwrap();
+    let sigmoid = graph.node.remove(at);
+    let out = &sigmoid.output[0];
+    for n in &mut graph.node {
+        for o in &mut n.output {
+            if *o == sigmoid.input[0] {
+                o.clone_from(out);
+            }
+        }
+    }
+    let logit = Model::from_bytes(&proto.encode_to_vec()).unwrap();
+    let e = reason(&logit.require_probability().unwrap_err());
+    assert!(e.contains("comes from Add"), "{e}");
+}

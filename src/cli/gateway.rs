@@ -130,6 +130,9 @@ pub fn read_registry(path: &std::path::Path) -> Result<HashSet<String>> {
 
 pub fn run(args: GatewayArgs) -> Result<()> {
     let model = Model::load(&args.model)?;
+    model
+        .require_probability()
+        .with_context(|| args.model.display().to_string())?;
     let threshold = args.threshold.unwrap_or(model.contract().threshold);
     anyhow::ensure!(
         (0.0..=1.0).contains(&threshold),

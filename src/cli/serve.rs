@@ -134,6 +134,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         None => find_model(&args.model_dir)?,
     };
     let model = Model::load(&path)?;
+    model
+        .require_probability()
+        .with_context(|| path.display().to_string())?;
     let contract = model.contract();
     let threshold = args.threshold.unwrap_or(contract.threshold);
     anyhow::ensure!(

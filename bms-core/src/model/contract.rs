@@ -18,15 +18,19 @@ pub const KEY_FILL_VALUE: &str = "bms.fill_value";
 pub const KEY_THRESHOLD: &str = "bms.threshold";
 /// `metadata_props` key: the model's identifier.
 pub const KEY_MODEL_ID: &str = "bms.model_id";
+/// `metadata_props` key: `probability` declares the output a probability, for a graph
+/// whose last operator does not say so (see `Model::require_probability`).
+pub const KEY_OUTPUT: &str = "bms.output";
 
 /// Every `bms.*` key a contract may hold; any other is refused.
-pub const KNOWN_KEYS: [&str; 6] = [
+pub const KNOWN_KEYS: [&str; 7] = [
     KEY_CONTEXT_DAYS,
     KEY_HORIZON_DAYS,
     KEY_FEATURES,
     KEY_FILL_VALUE,
     KEY_THRESHOLD,
     KEY_MODEL_ID,
+    KEY_OUTPUT,
 ];
 
 /// Default alarm threshold.
@@ -52,6 +56,8 @@ pub struct ModelContract {
     pub model_id: String,
     /// Whether the contract was read or defaulted.
     pub source: ContractSource,
+    /// `bms.output = probability`: the output is declared a probability.
+    pub output_is_probability: bool,
 }
 
 /// The model id of a plain export: `onnx-` and the first 12 hex digits of the file's
@@ -78,6 +84,7 @@ impl ModelContract {
             threshold: DEFAULT_THRESHOLD,
             model_id: String::new(),
             source: ContractSource::Defaulted,
+            output_is_probability: false,
         };
         for (key, value) in props {
             if !key.starts_with("bms.") {
@@ -110,6 +117,12 @@ impl ModelContract {
                         return Err(bad_value(key, value, "a probability in [0, 1]"));
                     }
                     contract.threshold = t;
+                }
+                KEY_OUTPUT => {
+                    if v != "probability" {
+                        return Err(bad_value(key, value, "`probability`"));
+                    }
+                    contract.output_is_probability = true;
                 }
                 KEY_MODEL_ID => {
                     if v.is_empty() {

@@ -71,6 +71,9 @@ pub struct Model {
     output_names: Vec<String>,
     /// `None` when the model handles missing values; else the operator its input feeds.
     no_missing: Option<String>,
+    /// `None` when the probability output is one (by its producer or the contract); else
+    /// why it is not known to be.
+    not_probability: Option<String>,
 }
 
 impl std::fmt::Debug for Model {
@@ -173,6 +176,11 @@ impl Model {
             .map_err(|_| BmsError::model("the engine panicked while loading the model"))??;
         let (plan, facts, direct) = built;
         let (probability, label) = choose_outputs(&output_names, &facts)?;
+        let not_probability = if contract.output_is_probability {
+            None
+        } else {
+            not_a_probability(&proto, &output_names[probability.0])
+        };
 
         let model = Model {
             plan,
@@ -184,6 +192,7 @@ impl Model {
             label,
             output_names,
             no_missing,
+            not_probability,
         };
         let probe = ndarray::Array2::<f32>::zeros((1, width));
         let p = model.predict(probe.view())?;
@@ -230,6 +239,25 @@ impl Model {
         self.no_missing.as_ref().map(|op| {
             format!("the model does not handle missing values (its input feeds {op}, not a tree ensemble)")
         })
+    }
+
+    /// `Err` when the output read as the probability is not known to be one: it comes from
+    /// a regressor without a logistic or softmax post-transform, or from arithmetic, rather
+    /// than from a classifier, a `Sigmoid` or a `Softmax` (SPEC §7). Everything that
+    /// compares the output with a threshold (`bms predict`, `bms serve`, the monitor) calls
+    /// this at load; [`Model::predict`] itself returns the output as it is. A contract key
+    /// `bms.output = probability` declares the output a probability.
+    pub fn require_probability(&self) -> Result<()> {
+        match &self.not_probability {
+            None => Ok(()),
+            Some(why) => Err(BmsError::model(format!(
+                "output `{}` is not a probability: {why}; a model for alarms must output the \
+                 positive-class probability (export the classifier, or end the graph with a \
+                 Sigmoid); if this output is one, declare it with metadata {} = probability",
+                self.probability_output(),
+                contract::KEY_OUTPUT
+            ))),
+        }
     }
 
     /// Name of the output the probability is read from.
@@ -487,6 +515,97 @@ fn direct_ensemble(typed: &TypedModel) -> Option<Direct> {
         ensemble: Arc::clone(&op.ensemble),
         slots: outputs.iter().map(|o| o.slot).collect(),
     })
+}
+
+/// Operators that pass their first input's values through (reshaping, selecting or
+/// converting them), looked through when finding where an output comes from.
+const PASS_THROUGH: [&str; 9] = [
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Cast",
+    "Slice",
+    "Gather",
+    "Transpose",
+];
+
+/// Why the graph output `name` is not known to be a probability; `None` when it comes
+/// (through pass-through operators, `Mul` by 1, `Sub` from 1 and `Concat` of such parts,
+/// as skl2onnx writes `[1 − p, p]`) from a classifier's scores, a `Sigmoid` or
+/// `Softmax`, or a regressor whose post-transform is one.
+fn not_a_probability(proto: &ModelProto, name: &str) -> Option<String> {
+    let graph = proto.graph.as_ref()?;
+    origin(graph, name, graph.node.len() + 1)
+}
+
+fn origin(graph: &tract_onnx::pb::GraphProto, tensor: &str, budget: usize) -> Option<String> {
+    if budget == 0 {
+        return Some("its producers form a cycle".into());
+    }
+    let Some(node) = graph
+        .node
+        .iter()
+        .find(|n| n.output.iter().any(|o| o == tensor))
+    else {
+        return Some("it does not come from an operator".into());
+    };
+    let op = node.op_type.as_str();
+    let inputs = node.input.as_slice();
+    let next = |t: &str| origin(graph, t, budget - 1);
+    if PASS_THROUGH.contains(&op) {
+        return next(inputs.first()?);
+    }
+    match (op, inputs) {
+        // onnxmltools ends LightGBM classifiers with `Mul(probabilities, 1.0)`.
+        ("Mul", [a, b]) if initializer_is_one(graph, b) => return next(a),
+        ("Mul", [a, b]) if initializer_is_one(graph, a) => return next(b),
+        ("Sub", [one, p]) if initializer_is_one(graph, one) => return next(p),
+        ("Concat", parts) if !parts.is_empty() => return parts.iter().find_map(|t| next(t)),
+        _ => {}
+    }
+    let post = node
+        .attribute
+        .iter()
+        .find(|a| a.name == "post_transform")
+        .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        .unwrap_or_else(|| "NONE".into());
+    match op {
+        "TreeEnsembleClassifier" | "LinearClassifier" | "SVMClassifier" | "Sigmoid" | "Softmax" => {
+            None
+        }
+        "TreeEnsembleRegressor" | "LinearRegressor" | "SVMRegressor" | "TreeEnsemble"
+            if matches!(post.as_str(), "LOGISTIC" | "SOFTMAX" | "SOFTMAX_ZERO") =>
+        {
+            None
+        }
+        "TreeEnsembleRegressor" | "LinearRegressor" | "SVMRegressor" | "TreeEnsemble" => Some(
+            format!("it is a regressor's value ({op}, post_transform {post})"),
+        ),
+        other => Some(format!(
+            "it comes from {other}, not from a classifier, Sigmoid or Softmax"
+        )),
+    }
+}
+
+/// Whether `name` is a float initializer whose values are all 1.
+fn initializer_is_one(graph: &tract_onnx::pb::GraphProto, name: &str) -> bool {
+    let Some(t) = graph.initializer.iter().find(|t| t.name == name) else {
+        return false;
+    };
+    // data_type 1: FLOAT.
+    if t.data_type != 1 {
+        return false;
+    }
+    if !t.float_data.is_empty() {
+        return t.float_data.iter().all(|&v| v == 1.0);
+    }
+    !t.raw_data.is_empty()
+        && t.raw_data.len() % 4 == 0
+        && t.raw_data
+            .chunks_exact(4)
+            .all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) == 1.0)
 }
 
 /// Operators that treat a NaN input as a missing value (ONNX-ML): tree ensembles follow
