@@ -759,3 +759,34 @@ fn predict_scores_a_capture_like_its_ingested_frames() {
     let err = stderr(&strict);
     assert!(err.contains(&format!("byte offset {at}")), "{err}");
 }
+
+/// Issue 20: a daily table with 0001-01-01 next to 2024 dates made millions of windows
+/// silently (730,706 predictions from a 236-line file); a history beyond 100 years is
+/// refused naming the VIN and both dates, by `bms windows` and `bms predict`.
+#[test]
+fn absurd_date_spans_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let daily = dir.path().join("d.csv");
+    let header = "VIN,Date,TotalVoltage,TotalCurrent,CellMaxVoltage,CellMinVoltage,MaxTemperature,MinTemperature,Label";
+    let mut text = format!("{header}\n");
+    for date in ["0001-01-01", "2024-01-01", "2024-01-02"] {
+        text.push_str(&format!("V1,{date},370,5,3.9,3.8,25,24,0\n"));
+    }
+    std::fs::write(&daily, text).unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/consistency-ref14x6.onnx");
+    let out = dir.path().join("w.csv");
+    let runs: [Vec<&str>; 2] = [
+        vec!["windows", "-i", p(&daily), "-o", p(&out)],
+        vec!["predict", "-m", p(&model), "-i", p(&daily)],
+    ];
+    for args in runs {
+        let o = bms(&args);
+        assert!(!o.status.success(), "{args:?}");
+        let e = stderr(&o);
+        assert!(
+            e.contains("VIN V1") && e.contains("0001-01-01") && e.contains("2024-01-02"),
+            "{args:?}: {e}"
+        );
+    }
+    assert!(!out.exists());
+}

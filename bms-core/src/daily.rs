@@ -295,6 +295,27 @@ pub fn day_of_date(date: NaiveDate) -> i64 {
     date.num_days_from_ce() as i64 - EPOCH_DAYS_FROM_CE
 }
 
+/// The most days one vehicle's history may span, first to last day (100 years): its days
+/// are made dense, so a wrong date (0001-01-01 next to 2024 dates) would otherwise make
+/// millions of empty rows and windows silently.
+pub const MAX_SPAN_DAYS: i64 = 36_525;
+
+/// Refuses a vehicle whose days `first..=last` (day numbers) span more than
+/// [`MAX_SPAN_DAYS`]; the reason names the VIN, both dates and the span.
+pub fn check_span(vin: &str, first: i64, last: i64) -> std::result::Result<(), String> {
+    let span = last.saturating_sub(first).saturating_add(1);
+    if span <= MAX_SPAN_DAYS {
+        return Ok(());
+    }
+    let date = |d: i64| date_of_day(d).map_or_else(|| format!("day {d}"), |d| d.to_string());
+    Err(format!(
+        "VIN {vin}: its days run from {} to {} ({span} days), beyond the {MAX_SPAN_DAYS} days \
+         (100 years) one history may span; a date is probably wrong",
+        date(first),
+        date(last)
+    ))
+}
+
 use chrono::Datelike;
 
 /// How frames become daily rows.
@@ -430,6 +451,7 @@ pub struct VehicleAggregator {
     vin: String,
     config: DailyConfig,
     current_day: Option<i64>,
+    first_day: Option<i64>,
     current: DayAccumulator,
     last: Option<(i64, u64)>,
     rows: Vec<DailyRow>,
@@ -441,6 +463,7 @@ impl VehicleAggregator {
             vin: vin.to_owned(),
             config,
             current_day: None,
+            first_day: None,
             current: DayAccumulator::default(),
             last: None,
             rows: Vec::new(),
@@ -485,6 +508,10 @@ impl VehicleAggregator {
                     frame.timestamp_ms
                 ),
             ));
+        }
+        let first_day = *self.first_day.get_or_insert(day);
+        if let Err(reason) = check_span(&self.vin, first_day, day) {
+            return Err(BmsError::parse(Location::default().line(line), reason));
         }
         let features = frame_features(frame, &self.config.features);
         match self.current_day {

@@ -160,6 +160,8 @@ fn densify<'a>(
     }
     let first_day = day_of_date(rows[0].date);
     let last_day = day_of_date(rows[rows.len() - 1].date);
+    crate::daily::check_span(vin, first_day, last_day)
+        .map_err(|reason| BmsError::invalid("daily table", reason))?;
     let days = (last_day - first_day + 1) as usize;
     let nf = spec.features.len();
     let fill = spec.fill as f32;
@@ -549,6 +551,8 @@ impl<'a> ColumnPlan<'a> {
             if first < min_day || last > max_day {
                 return Err(outside(v, if first < min_day { first } else { last }));
             }
+            crate::daily::check_span(&t.vins[v], first, last)
+                .map_err(|reason| BmsError::invalid("daily table", reason))?;
             if let Some(i) = days.windows(2).position(|w| w[0] == w[1]) {
                 return Err(BmsError::DuplicateDay {
                     file: None,

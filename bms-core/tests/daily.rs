@@ -300,3 +300,24 @@ fn day_numbers_round_trip() {
     assert_eq!(bms_core::daily::day_of_date(d("2024-01-01")), 19_723);
     assert_eq!(date_of_day(i64::MAX / 2), None);
 }
+
+/// Issue 20: frames of one vehicle centuries apart (a wrong clock) made a dense daily
+/// table of millions of empty days silently; beyond 100 years it is refused, naming the
+/// VIN, both dates and the line, and the aggregator stays usable.
+#[test]
+fn a_vehicle_spanning_more_than_a_century_is_refused() {
+    let cfg = DailyConfig::default();
+    let a = f("V1", JAN1, &[3.7], &[20.0]);
+    let b = f("V1", JAN1 + 200 * 365 * DAY, &[3.7], &[20.0]);
+    let c = f("V1", JAN1 + 3 * DAY, &[3.7], &[20.0]);
+    let fs = frames(&[a, b, c]);
+    let mut agg = VehicleAggregator::new("V1", cfg);
+    agg.push(&fs.get(0), 1).unwrap();
+    let e = agg.push(&fs.get(1), 2).unwrap_err().to_string();
+    assert!(
+        e.contains("line 2") && e.contains("VIN V1") && e.contains("36525 days"),
+        "{e}"
+    );
+    agg.push(&fs.get(2), 3).unwrap();
+    assert_eq!(agg.finish().len(), 4);
+}
