@@ -790,3 +790,66 @@ fn absurd_date_spans_are_refused() {
     }
     assert!(!out.exists());
 }
+
+/// Issue 20: wrong inputs whose every line is rejected now say what the file looks like
+/// (a daily table given as batch, Date before VIN, a short line), and a batch file with a
+/// header line is refused as such instead of as a daily table with a wrong column.
+#[test]
+fn a_wrong_file_is_described_not_just_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/consistency-ref14x6.onnx");
+    let daily = d.join("d.csv");
+    ok(&[
+        "simulate",
+        "--vehicles",
+        "2",
+        "--days",
+        "30",
+        "--daily",
+        p(&daily),
+    ]);
+    let batch = d.join("w.csv");
+    ok(&["windows", "-i", p(&daily), "-o", p(&batch)]);
+    let text_of = |f: &Path| std::fs::read_to_string(f).unwrap();
+    let swapped: String = text_of(&daily)
+        .lines()
+        .map(|l| {
+            let (a, rest) = l.split_once(',').unwrap();
+            let (b, rest) = rest.split_once(',').unwrap();
+            format!("{b},{a},{rest}\n")
+        })
+        .collect();
+    std::fs::write(d.join("swapped.csv"), swapped).unwrap();
+    let header: Vec<String> = (1..=84).map(|i| format!("f{i}")).collect();
+    std::fs::write(
+        d.join("headed.csv"),
+        format!("VIN,Date,{}\n{}", header.join(","), text_of(&batch)),
+    )
+    .unwrap();
+    let first = text_of(&batch).lines().next().unwrap().to_owned();
+    let short: Vec<&str> = first.split(',').take(10).collect();
+    std::fs::write(d.join("short.csv"), short.join(",") + "\n").unwrap();
+    let cases: [(&str, &[&str], &str); 4] = [
+        (
+            "d.csv",
+            &["--format", "batch"],
+            "is the header of a daily table (use --format daily)",
+        ),
+        ("swapped.csv", &[], "is a header with Date before VIN"),
+        (
+            "short.csv",
+            &[],
+            "has 10 fields, where a batch line for this model has 86",
+        ),
+        ("headed.csv", &[], "third column 'f1' is no daily column"),
+    ];
+    for (file, extra, want) in cases {
+        let input = d.join(file);
+        let mut args = vec!["predict", "-m", p(&model), "-i", p(&input)];
+        args.extend_from_slice(extra);
+        let o = bms(&args);
+        assert!(!o.status.success(), "{file}");
+        assert!(stderr(&o).contains(want), "{file}: {}", stderr(&o));
+    }
+}

@@ -162,6 +162,16 @@ pub fn detect_format(path: &Path) -> Result<InputFormat> {
             }
             let head = first.to_ascii_lowercase();
             if head.starts_with("vin,date,") {
+                let third = first.split(',').nth(2).unwrap_or("").trim();
+                if bms_core::DailyColumn::from_name(third).is_err() {
+                    bail!(
+                        "{}: the first line '{}' is a header, but its third column '{third}' is \
+                         no daily column (a daily table's header is VIN,Date,TotalVoltage,…); \
+                         batch files have no header line: remove it",
+                        path.display(),
+                        shorten(&first)
+                    );
+                }
                 Ok(InputFormat::Daily)
             } else if head.starts_with("vin,timestamp,") {
                 Ok(InputFormat::Frames)
@@ -170,6 +180,74 @@ pub fn detect_format(path: &Path) -> Result<InputFormat> {
             }
         }
     }
+}
+
+/// The first `max` characters of a line for a message, `…` when cut.
+fn shorten(line: &str) -> String {
+    const MAX: usize = 60;
+    match line.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_owned(),
+    }
+}
+
+/// What the first non-blank line of a CSV input looks like, for the message of a run
+/// that rejected every line: a header and which kind, or its number of fields against the
+/// `width + 2` of a batch line. `None` when it cannot be read.
+pub fn describe_first_line(path: &Path, width: usize) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut r = std::io::BufReader::new(std::io::Read::take(file, 1 << 20));
+    let mut buf = Vec::new();
+    let line = loop {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf).ok()? == 0 {
+            return None;
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_start_matches('\u{feff}').trim().to_owned();
+        if !line.is_empty() {
+            break line;
+        }
+    };
+    let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+    let numeric = |f: &str| bms_core::io::parse_f64(f.as_bytes()).is_ok();
+    let looks_header = fields
+        .iter()
+        .skip(2)
+        .take(3)
+        .any(|f| !f.is_empty() && !numeric(f));
+    let lower: Vec<String> = fields
+        .iter()
+        .take(2)
+        .map(|f| f.to_ascii_lowercase())
+        .collect();
+    let what = if looks_header {
+        match (
+            lower.first().map(String::as_str),
+            lower.get(1).map(String::as_str),
+        ) {
+            (Some("vin"), Some("date")) => {
+                "is the header of a daily table (use --format daily)".into()
+            }
+            (Some("vin"), Some("timestamp")) => {
+                "is the header of frames (use --format frames)".into()
+            }
+            (Some("date"), Some("vin")) => {
+                "is a header with Date before VIN; a daily table starts VIN,Date,TotalVoltage,…"
+                    .into()
+            }
+            _ => "is a header, which batch files do not have; a daily table starts \
+                  VIN,Date,TotalVoltage,…"
+                .to_owned(),
+        }
+    } else {
+        format!(
+            "has {} fields, where a batch line for this model has {} (VIN, Date and {width} values)",
+            fields.len(),
+            width + 2
+        )
+    };
+    Some(format!("its first line '{}' {what}", shorten(&line)))
 }
 
 /// An OCV curve named by chemistry (`nmc`, `lfp`) or read from a `soc,volts` CSV file.

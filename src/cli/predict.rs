@@ -131,8 +131,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
         && summary.rows_rejected > 0
         && summary.rows_rejected == summary.rows_read
     {
+        let looks = bms_batch::input::describe_first_line(&input, model.input_width())
+            .map(|d| format!("; {d}"))
+            .unwrap_or_default();
         anyhow::bail!(
-            "{}: every one of its {} {} was rejected (reasons above{}); is it the right file, --format and model?",
+            "{}: every one of its {} {} was rejected (reasons above{}){looks}; is it the right file, --format and model?",
             args.input.display(),
             summary.rows_read,
             summary.format.unwrap_or(InputFormat::Batch).records(),
