@@ -1158,3 +1158,55 @@ fn a_full_disk_under_store_gives_503_and_no_acknowledged_prediction_is_lost() {
         "every acknowledged prediction is in results.sqlite"
     );
 }
+
+/// Issue 20 §3: the model file replaced (truncated in place, then renamed over by another
+/// model) while `bms serve` answers: every request is answered with the loaded model's
+/// probabilities — the server reads the file once, at start.
+#[test]
+fn replacing_the_model_file_while_serving_changes_no_answer() {
+    let (batch, preds) = fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    std::fs::copy(model_path(), &model).unwrap();
+    let s = Server::start(&["--model", p(&model), "--max-inflight", "256"]);
+    let addr = s.addr;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let batch = Arc::new(batch.clone());
+    let preds = Arc::new(preds.clone());
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let (batch, preds, stop) = (batch.clone(), preds.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut answered = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || answered < 20 {
+                    let start = (t * 37 + answered * 11) % (batch.len() - 10);
+                    let body: String = batch[start..start + 10]
+                        .iter()
+                        .map(|l| format!("{}\n", features(l)))
+                        .collect();
+                    let r = post(addr, "/invocations", "text/csv", body.as_bytes());
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    let want: Vec<&str> =
+                        preds[start..start + 10].iter().map(|l| prob(l)).collect();
+                    assert_eq!(r.text().lines().collect::<Vec<_>>(), want);
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // In place: truncated, then garbage.
+    std::fs::write(&model, b"not a model any more").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // Renamed over by a different model.
+    let other = dir.path().join("other.onnx");
+    let ext = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/consistency-ext.onnx");
+    std::fs::copy(ext, &other).unwrap();
+    std::fs::rename(&other, &model).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(answered >= 80, "{answered}");
+    assert_eq!(get(addr, "/ping").status, 200);
+}
