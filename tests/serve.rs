@@ -59,7 +59,10 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(a) = line.split("listening on http://").nth(1) {
+                if let Some(a) = line.split("listening on ").nth(1) {
+                    let a = a
+                        .trim_start_matches("http://")
+                        .trim_start_matches("https://");
                     let _ = tx.send(a.trim().to_owned());
                 }
                 let mut l = sink.lock().unwrap();
@@ -137,7 +140,7 @@ fn head(method: &str, path: &str, headers: &[(&str, &str)], len: usize) -> Vec<u
 }
 
 /// Reads one response (the server closes the connection after it).
-fn read_response(s: &mut TcpStream) -> Resp {
+fn read_response(s: &mut impl Read) -> Resp {
     let mut raw = Vec::new();
     // A server that answers before reading the whole body (413) may reset the
     // connection after its answer: keep what arrived.
@@ -1209,4 +1212,197 @@ fn replacing_the_model_file_while_serving_changes_no_answer() {
     let answered: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
     assert!(answered >= 80, "{answered}");
     assert_eq!(get(addr, "/ping").status, 200);
+}
+
+/// Issue 20 §5: bearer tokens. /ping stays open (SageMaker's health check); every other
+/// route without a valid token gets 401 with no detail; tokens from a file or
+/// BMS_AUTH_TOKEN; no token is ever logged.
+#[test]
+fn bearer_tokens_guard_every_route_but_ping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t1, t2) = ("s3cr3t-token-0123456789", "another-token-abcdefghij");
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, format!("# who may call\n{t1}\n\n  {t2}  \n")).unwrap();
+    let (batch, preds) = fleet();
+    let body = format!("{}\n", features(&batch[0]));
+    let mut s = Server::start(&["--auth-token-file", p(&file)]);
+    assert_eq!(get(s.addr, "/ping").status, 200);
+    let call = |auth: Option<&str>, path: &str| {
+        let h: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        let mut h = h;
+        h.push(("Content-Type", "text/csv"));
+        request(s.addr, "POST", path, &h, body.as_bytes())
+    };
+    for auth in [
+        None,
+        Some("Bearer wrong-token-0123456789"),
+        Some(&format!("Basic {t1}")[..]),
+        Some(&format!("Bearer {t1}x")[..]),
+        Some(&format!("Bearer {}", &t1[..t1.len() - 1])[..]),
+    ] {
+        let r = call(auth, "/invocations");
+        assert_eq!(r.status, 401, "{auth:?}");
+        assert_eq!(r.text(), "unauthorized\n");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    }
+    let r = request(s.addr, "GET", "/metrics", &[], b"");
+    assert_eq!(r.status, 401);
+    for t in [t1, t2] {
+        let r = call(Some(&format!("Bearer {t}")), "/invocations");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text().trim(), prob(&preds[0]));
+    }
+    s.sigterm();
+    assert!(s.wait_exit(Duration::from_secs(30)).success());
+    let log = s.log();
+    assert!(
+        !log.contains(t1) && !log.contains(t2) && !log.contains("wrong-token"),
+        "{log}"
+    );
+
+    let env = Server::start_with(
+        Command::new(env!("CARGO_BIN_EXE_bms")).arg("serve"),
+        &[],
+        &[("BMS_AUTH_TOKEN", t2)],
+    );
+    let ok_auth = format!("Bearer {t2}");
+    let h = [
+        ("Authorization", ok_auth.as_str()),
+        ("Content-Type", "text/csv"),
+    ];
+    assert_eq!(
+        request(env.addr, "POST", "/invocations", &h, body.as_bytes()).status,
+        200
+    );
+    assert_eq!(
+        post(env.addr, "/invocations", "text/csv", body.as_bytes()).status,
+        401
+    );
+
+    // A short token or an empty file is refused at start, naming the line, not the token.
+    std::fs::write(&file, "short\n").unwrap();
+    let o = common::bms(&[
+        "serve",
+        "--model",
+        p(&model_path()),
+        "--auth-token-file",
+        p(&file),
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("line 1") && !e.contains("short"), "{e}");
+}
+
+/// Issue 20 §5: `--tls-cert/--tls-key` serve HTTPS (rustls): a TLS client gets the same
+/// answers; a plaintext client gets nothing and the server keeps serving.
+#[test]
+fn tls_serves_https_and_plaintext_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-keyout", p(&key), "-out", p(&cert)])
+        .output()
+        .expect("the openssl command (Debian package openssl) makes the test certificate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = Server::start(&["--tls-cert", p(&cert), "--tls-key", p(&key)]);
+    assert!(s.log().contains("listening on https://"), "{}", s.log());
+    let (batch, preds) = fleet();
+    let body = format!("{}\n{}\n", features(&batch[0]), features(&batch[1]));
+    let tls_request = |path: &str, body: &[u8], method: &str| {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+        let tcp = connect(s.addr);
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(&head(
+            method,
+            path,
+            &[("Content-Type", "text/csv")],
+            body.len(),
+        ))
+        .unwrap();
+        tls.write_all(body).unwrap();
+        read_response(&mut tls)
+    };
+    let r = tls_request("/invocations", body.as_bytes(), "POST");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text().lines().collect::<Vec<_>>(),
+        vec![prob(&preds[0]), prob(&preds[1])]
+    );
+    assert_eq!(tls_request("/ping", b"", "GET").status, 200);
+    // Plaintext on the TLS port: no HTTP answer, the connection is closed.
+    let mut plain = connect(s.addr);
+    plain.write_all(&head("GET", "/ping", &[], 0)).unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(tls_request("/ping", b"", "GET").status, 200);
+    let m = tls_request("/metrics", b"", "GET");
+    assert!(
+        m.text().contains("bms_tls_handshake_failures_total 1"),
+        "{}",
+        m.text()
+    );
+}
+
+/// Issue 20 §5: the model directory search does not follow a symlink out of the
+/// directory (a link to a model elsewhere, or to a directory holding one); a link that
+/// stays inside is followed.
+#[test]
+fn model_discovery_does_not_follow_symlinks_out_of_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, elsewhere) = (dir.path().join("model"), dir.path().join("elsewhere"));
+    std::fs::create_dir_all(models.join("inner")).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::copy(model_path(), elsewhere.join("m.onnx")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("m.onnx"), models.join("link.onnx")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, models.join("inner/dir")).unwrap();
+    let o = common::bms(&["serve", "--model-dir", p(&models), "--port", "0"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("not followed") && e.contains("link.onnx") && e.contains("inner/dir"),
+        "{e}"
+    );
+    // Inside: followed.
+    std::fs::copy(model_path(), models.join("inner/real.onnx")).unwrap();
+    std::os::unix::fs::symlink(models.join("inner"), models.join("alias")).unwrap();
+    std::fs::remove_file(models.join("link.onnx")).unwrap();
+    let o = common::bms(&["serve", "--model-dir", p(&models), "--port", "0"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("2 .onnx files") && e.contains("alias/real.onnx"),
+        "{e}"
+    );
 }

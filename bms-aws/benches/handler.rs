@@ -127,6 +127,8 @@ fn start_endpoint(model: Arc<Model>) -> SocketAddr {
         threshold: model.contract().threshold,
         store: None,
         store_max_queued: 1_000_000,
+        tls: None,
+        tokens: None,
     };
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_multi_thread()

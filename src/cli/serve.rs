@@ -76,16 +76,51 @@ pub struct ServeArgs {
     /// Predictions allowed to wait for the store writer; beyond, scoring requests get 503.
     #[arg(long, default_value_t = 1_000_000)]
     pub store_max_queued: usize,
+
+    /// Serve HTTPS: PEM certificate chain (leaf first). With --tls-key.
+    #[arg(long, env = "BMS_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "BMS_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require `Authorization: Bearer TOKEN` on every route but /ping, TOKEN one of the
+    /// file's lines (blank lines and # comments skipped; 16–4096 printable characters).
+    /// Without it, the env var BMS_AUTH_TOKEN can give one token. A request without a
+    /// valid token gets 401 and nothing else; tokens are never logged.
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
 }
 
 /// The single `.onnx` file in `dir` or its subdirectories (two levels).
 fn find_model(dir: &Path) -> Result<PathBuf> {
-    fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    /// Collects `.onnx` files two levels deep; a symlink is followed only when it leads to
+    /// a place inside `root` (the directory's real path), else listed in `outside`.
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        depth: usize,
+        found: &mut Vec<PathBuf>,
+        outside: &mut Vec<PathBuf>,
+    ) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
+            let entry = entry?;
+            let path = entry.path();
+            let target = if entry.file_type()?.is_symlink() {
+                match std::fs::canonicalize(&path) {
+                    Ok(t) if t.starts_with(root) => t,
+                    _ => {
+                        outside.push(path);
+                        continue;
+                    }
+                }
+            } else {
+                path.clone()
+            };
+            if target.is_dir() {
                 if depth > 0 {
-                    walk(&path, depth - 1, found)?;
+                    walk(root, &path, depth - 1, found, outside)?;
                 }
             } else if path
                 .extension()
@@ -97,12 +132,27 @@ fn find_model(dir: &Path) -> Result<PathBuf> {
         Ok(())
     }
     let mut found = Vec::new();
-    walk(dir, 2, &mut found).with_context(|| {
+    let mut outside = Vec::new();
+    let read =
+        std::fs::canonicalize(dir).and_then(|root| walk(&root, dir, 2, &mut found, &mut outside));
+    read.with_context(|| {
         format!(
             "no --model given and cannot read the model directory {}",
             dir.display()
         )
     })?;
+    if found.is_empty() && !outside.is_empty() {
+        anyhow::bail!(
+            "no --model given and no .onnx file under {} (symlinks that lead out of it are not \
+             followed: {})",
+            dir.display(),
+            outside
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     found.sort();
     match found.len() {
         1 => Ok(found.pop().expect("one")),
@@ -156,6 +206,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
         args.drain_secs
     );
     anyhow::ensure!(args.max_inflight >= 1, "--max-inflight must be at least 1");
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::gateway::tls::server_config(cert, key)?),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    };
+    let tokens = match (&args.auth_token_file, std::env::var("BMS_AUTH_TOKEN")) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read --auth-token-file {}", file.display()))?;
+            Some(
+                serve::Tokens::parse(&text)
+                    .with_context(|| format!("--auth-token-file {}", file.display()))?,
+            )
+        }
+        (None, Ok(token)) => Some(serve::Tokens::parse(&token).context("BMS_AUTH_TOKEN")?),
+        (None, Err(_)) => None,
+    };
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = args.workers.unwrap_or(cpus);
     anyhow::ensure!(workers >= 1, "--workers must be at least 1");
@@ -182,6 +249,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         threshold,
         store: args.store,
         store_max_queued: args.store_max_queued,
+        tls,
+        tokens,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cpus)
@@ -190,8 +259,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let served = runtime.block_on(serve::run(Arc::new(model), config, |addr| {
-        eprintln!("bms serve: listening on http://{addr}");
+        eprintln!("bms serve: listening on {scheme}://{addr}");
     }));
     // Scoring abandoned by a request that timed out may still run on a worker thread.
     runtime.shutdown_timeout(Duration::from_secs(1));

@@ -85,6 +85,7 @@ pub struct Metrics {
     in_flight: AtomicU64,
     store_written: AtomicU64,
     store_errors: AtomicU64,
+    tls_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -104,6 +105,11 @@ impl Metrics {
 
     pub fn add_stored(&self, n: usize) {
         self.store_written.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A TLS handshake that failed or timed out (`--tls-cert`).
+    pub fn add_tls_failure(&self) {
+        self.tls_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn add_store_error(&self) {
@@ -224,6 +230,13 @@ impl Metrics {
             "counter",
             "Failed writes to the --store stores.",
             self.store_errors.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut o,
+            "bms_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out (plaintext clients on a TLS port, say).",
+            self.tls_failures.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             o,

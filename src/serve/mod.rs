@@ -49,7 +49,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -88,6 +88,64 @@ pub struct ServeConfig {
     pub store: Option<PathBuf>,
     /// Predictions waiting for the store writer before scoring requests get 503.
     pub store_max_queued: usize,
+    /// Serve HTTPS with this configuration (`--tls-cert`, `--tls-key`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Bearer tokens one of which every request but `/ping` must carry; `None`: open.
+    pub tokens: Option<Tokens>,
+}
+
+/// The bearer tokens `bms serve` accepts. Compared in constant time; never printed
+/// (`Debug` shows how many there are).
+#[derive(Clone)]
+pub struct Tokens(Arc<Vec<Vec<u8>>>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({})", self.0.len())
+    }
+}
+
+impl Tokens {
+    /// Tokens, one per line (blank lines and `#` comments skipped, each line trimmed):
+    /// printable ASCII without spaces, 16 to 4096 bytes. Errors name the line only.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut tokens = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            anyhow::ensure!(
+                (16..=4096).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()),
+                "line {}: a token is 16 to 4096 printable ASCII characters without spaces",
+                i + 1
+            );
+            tokens.push(t.as_bytes().to_vec());
+        }
+        anyhow::ensure!(!tokens.is_empty(), "no token in it");
+        Ok(Tokens(Arc::new(tokens)))
+    }
+
+    /// Whether an `Authorization` header value carries one of the tokens. Every token is
+    /// compared over its whole length whatever matches, so the time taken says nothing
+    /// about how much of a token was right.
+    pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(given) = authorization.and_then(|v| {
+            v.strip_prefix(b"Bearer ")
+                .or_else(|| v.strip_prefix(b"bearer "))
+        }) else {
+            return false;
+        };
+        let mut any = 0u8;
+        for t in self.0.iter() {
+            let mut diff = u8::from(t.len() != given.len());
+            for (i, &b) in t.iter().enumerate() {
+                diff |= b ^ given.get(i).copied().unwrap_or(0);
+            }
+            any |= u8::from(diff == 0);
+        }
+        any == 1
+    }
 }
 
 struct State {
@@ -199,6 +257,11 @@ pub async fn run(
     ready(addr);
 
     let graceful = GracefulShutdown::new();
+    let acceptor = state
+        .config
+        .tls
+        .clone()
+        .map(tokio_rustls::TlsAcceptor::from);
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         tokio::select! {
@@ -214,16 +277,20 @@ pub async fn run(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(timeout)
-                    .serve_connection(
-                        TokioIo::new(stream),
-                        service_fn(move |req| handle(state.clone(), req)),
-                    );
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    match acceptor {
+                        None => serve_on(stream, state, timeout, watcher).await,
+                        Some(acceptor) => {
+                            // The handshake on the connection's task, bounded like a
+                            // request's headers.
+                            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => serve_on(tls, state, timeout, watcher).await,
+                                Ok(Err(_)) | Err(_) => state.metrics.add_tls_failure(),
+                            }
+                        }
+                    }
                 });
             }
             signal = &mut shutdown => {
@@ -250,6 +317,22 @@ pub async fn run(
     Ok(())
 }
 
+/// Serves one HTTP/1.1 connection over `io` (plain TCP or TLS) until it closes or a
+/// graceful shutdown ends it.
+async fn serve_on<IO>(io: IO, state: Arc<State>, timeout: Duration, watcher: Watcher)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .serve_connection(
+            TokioIo::new(io),
+            service_fn(move |req| handle(state.clone(), req)),
+        );
+    let _ = watcher.watch(conn).await;
+}
+
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -273,10 +356,30 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infal
         .get(CUSTOM_ATTRIBUTES)
         .filter(|v| v.len() <= 1024 && v.to_str().is_ok())
         .cloned();
-    let mut resp = match dispatch(&state, route, req).await {
+    let allowed = route == Route::Ping
+        || state.config.tokens.as_ref().is_none_or(|t| {
+            t.allows(
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+            )
+        });
+    let result = if allowed {
+        dispatch(&state, route, req).await
+    } else {
+        // No detail: which part of the header was wrong is nobody's business.
+        Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized"))
+    };
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => error_response(e, route == Route::Predict),
     };
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+    }
     if let Some(a) = attributes {
         resp.headers_mut()
             .insert(HeaderName::from_static(CUSTOM_ATTRIBUTES), a);
