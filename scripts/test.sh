@@ -13,5 +13,6 @@ cargo test --workspace --exclude bms-aws --doc --locked
 ./scripts/test-py.sh
 ./scripts/test-c.sh
 ./scripts/test-container.sh   # on the debug bms binary that the steps above built
+./scripts/soak-short.sh       # bms serve under valid, garbage and abusive clients (8 s)
 ./scripts/test-spark.sh
 ./scripts/test-aws.sh
