@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use bms_core::io::{AtomicFile, Reject, push_text};
+use bms_core::io::{AtomicFile, Reject, check_output_dir, check_output_file, push_text};
 use bms_core::model::Model;
 
 use crate::pipeline::Job;
@@ -27,8 +27,8 @@ use crate::store::bulk::BulkWriter;
 use crate::store::parquet::PredictionsParquet;
 use crate::store::sqlite::upsert_rows;
 use crate::store::{
-    EVENTS_FILE, EventKeys, PARQUET_FILE, Prediction, REJECTS_FILE, SQLITE_FILE, SUMMARY_FILE,
-    SqliteStore, event_field_names, push_iso_date, write_event_json,
+    EVENTS_FILE, EventKeys, PARQUET_DIR, PARQUET_FILE, Prediction, REJECTS_FILE, SQLITE_FILE,
+    SUMMARY_FILE, SqliteStore, event_field_names, push_iso_date, write_event_json,
 };
 use crate::summary::Summary;
 
@@ -328,14 +328,26 @@ struct DirLock {
 }
 
 impl DirLock {
+    /// A lock file that is a symlink, FIFO or device is refused by name: it is never
+    /// followed (`O_NOFOLLOW`) and opening it does not wait for a FIFO's reader.
     fn take(dir: &Path) -> Result<DirLock> {
         let path = dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        check_output_file(&path)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        }
+        let file = options
             .open(&path)
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        // Swapped for something else between the check and the open.
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            check_output_file(&path)?;
+            bail!("{}: not a regular file", path.display());
+        }
         match file.try_lock() {
             Ok(()) => Ok(DirLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => bail!(
@@ -383,11 +395,35 @@ fn remove_stale_temporaries(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a store directory holding, under one of the names a run writes, something that
+/// is not a regular file (`predictions/`: not a directory): a symlink (which could lead out
+/// of the directory), a device, a FIFO (SPEC §4). SQLite's journals are written in place,
+/// so they are checked too. [`StoreDir::open`] calls it with the directory locked; callers
+/// that write other files first can call it before those.
+pub fn check_store_paths(dir: &Path) -> Result<()> {
+    for name in [
+        SQLITE_FILE,
+        "results.sqlite-journal",
+        "results.sqlite-wal",
+        "results.sqlite-shm",
+        EVENTS_FILE,
+        PARQUET_FILE,
+        REJECTS_FILE,
+        SUMMARY_FILE,
+    ] {
+        check_output_file(&dir.join(name))?;
+    }
+    check_output_dir(&dir.join(PARQUET_DIR))?;
+    Ok(())
+}
+
 /// The stores of a `bms predict --out DIR` directory: `predictions.parquet` (or
 /// `predictions/`), `events.jsonl` and `results.sqlite`, each written on a thread of its
 /// own, and on commit `rejects.csv` (`line,reason,source`) and `summary.json`. The
 /// directory is locked while they are written (a second run into it is refused), and
-/// temporaries of killed runs are removed first.
+/// temporaries of killed runs are removed first. `DIR` may be a symlink to a directory;
+/// a file in it under one of those names that is not a regular file (a symlink, a device)
+/// is refused by name before anything is written.
 pub struct StoreDir {
     dir: PathBuf,
     stores: Vec<Threaded>,
@@ -409,6 +445,7 @@ impl StoreDir {
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
         let lock = DirLock::take(dir)?;
         remove_stale_temporaries(dir)?;
+        check_store_paths(dir)?;
         let events = EventsSink::create(&dir.join(EVENTS_FILE), &names)?;
         let sqlite = SqliteSink::open(&dir.join(SQLITE_FILE))?;
         let parquet = ParquetSink::create(dir, names, partition_by_date)?;

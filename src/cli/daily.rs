@@ -75,7 +75,8 @@ pub fn run(args: DailyArgs) -> Result<()> {
         ReadMode::Strict
     };
     let input = shown(&args.input, "<stdin>");
-    // Refuse an output it cannot write before reading anything.
+    // Refuse an output it cannot write or may not replace before reading anything.
+    super::check_outputs(std::iter::once(args.out.as_path()).chain(args.rejects.as_deref()))?;
     let out_kind = output_kind(&args.out)?;
     let mut report = match file_kind(&args.input)? {
         FileKind::Csv if is_stdio(&args.input) => {

@@ -46,6 +46,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let dir = &args.out;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    // Refuse an output it may not replace (SPEC §4) before writing any.
+    let own = ["daily.csv", "truth.csv", "report.html"].map(|name| dir.join(name));
+    super::check_outputs(own.iter().map(PathBuf::as_path))?;
+    bms_batch::sink::check_store_paths(dir)?;
     let model = match &args.model {
         Some(path) => Model::load(path)?,
         None => Model::from_bytes(SHIPPED_MODEL).context("the built-in shipped model")?,

@@ -137,6 +137,16 @@ pub fn write_out(
     }
 }
 
+/// Refuses output file paths whose targets exist and are not regular files (a device, a
+/// FIFO, a symlink, a directory: SPEC §4) before anything is read or written; `-` (standard
+/// output) passes.
+pub fn check_outputs<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<()> {
+    for path in paths.into_iter().filter(|p| !is_stdio(p)) {
+        bms_core::io::check_output_file(path)?;
+    }
+    Ok(())
+}
+
 /// Creates the directory an output file goes into, when missing.
 pub fn ensure_parent(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -170,7 +180,7 @@ pub fn report_counts(path: &Path, report: &bms_batch::ReadCounts<'_>) {
 }
 
 /// Writes rejects as `line,reason` CSV.
-pub fn write_rejects(path: &PathBuf, rejects: &[bms_core::io::Reject]) -> Result<()> {
+pub fn write_rejects(path: &Path, rejects: &[bms_core::io::Reject]) -> Result<()> {
     let mut out = String::from("line,reason\n");
     for r in rejects {
         out.push_str(&format!(
@@ -179,5 +189,10 @@ pub fn write_rejects(path: &PathBuf, rejects: &[bms_core::io::Reject]) -> Result
             r.reason.replace('"', "\"\"")
         ));
     }
-    std::fs::write(path, out).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let mut f = bms_core::io::AtomicFile::create(path)?;
+    std::io::Write::write_all(f.file(), out.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    f.commit()?;
+    bms_batch::sink::readable(path);
+    Ok(())
 }

@@ -148,6 +148,12 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         .map(FileKind::of_output)
         .transpose()?;
     let daily_kind = args.daily.as_deref().map(FileKind::of_output).transpose()?;
+    super::check_outputs(
+        [&args.frames, &args.daily, &args.truth, &args.gbt32960]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path),
+    )?;
     for path in [&args.frames, &args.daily, &args.truth, &args.gbt32960]
         .into_iter()
         .flatten()

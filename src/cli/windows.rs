@@ -61,6 +61,8 @@ pub struct WindowsArgs {
 }
 
 pub fn run(args: WindowsArgs) -> Result<()> {
+    // Refuse an output it may not replace before reading anything.
+    super::check_outputs(std::iter::once(args.out.as_path()).chain(args.rejects.as_deref()))?;
     let spec = WindowSpec {
         context: args.context,
         horizon: args.horizon,

@@ -115,9 +115,111 @@ pub(crate) fn open(path: &Path) -> Result<BufReader<File>> {
         .map_err(|e| BmsError::io(path, e))
 }
 
+/// Refuses an output file path whose target exists and is not a regular file (SPEC §4):
+/// outputs are written to a temporary file renamed over the path, which would replace a
+/// device, FIFO or socket with a regular file and a symlink with a file (not write through
+/// it). The error names the path and what it is. A missing path, or one whose directory
+/// does not exist yet, passes; the path's directory may itself be (or lie behind) a symlink.
+/// `-` is not special here: callers that read it as standard output do not get this far.
+pub fn check_output_file(path: &Path) -> Result<()> {
+    check_output(path, false)
+}
+
+/// [`check_output_file`] for an output that is a directory replaced as a whole
+/// (`predictions/`): it must be missing or a directory, not a symlink to one.
+pub fn check_output_dir(path: &Path) -> Result<()> {
+    check_output(path, true)
+}
+
+fn check_output(path: &Path, dir: bool) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(BmsError::io(path, e)),
+    };
+    let ft = meta.file_type();
+    let refused = |kind, reason: String| Err(BmsError::io(path, std::io::Error::new(kind, reason)));
+    if ft.is_symlink() {
+        let to = std::fs::read_link(path)
+            .map(|t| format!(" to {}", t.display()))
+            .unwrap_or_default();
+        return refused(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "is a symlink{to}; give the path it points to (an output is never written through a link, nor replaces one)"
+            ),
+        );
+    }
+    if dir {
+        if ft.is_dir() {
+            return Ok(());
+        }
+        let what = file_type_name(&ft);
+        return refused(
+            std::io::ErrorKind::NotADirectory,
+            format!("is {what}, not a directory; refused: it must be a directory or a new path"),
+        );
+    }
+    if ft.is_file() {
+        return Ok(());
+    }
+    if ft.is_dir() {
+        return refused(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory; give a file path".to_owned(),
+        );
+    }
+    let what = file_type_name(&ft);
+    refused(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "is {what}, not a regular file; refused: an output must be a regular file or a new path"
+        ),
+    )
+}
+
+/// "a regular file", "a character device", … for messages.
+fn file_type_name(ft: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_char_device() {
+            return "a character device";
+        }
+        if ft.is_block_device() {
+            return "a block device";
+        }
+        if ft.is_fifo() {
+            return "a FIFO";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+    }
+    if ft.is_file() {
+        "a regular file"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// A file written under a temporary name in the target's directory and renamed over the
 /// target on [`AtomicFile::commit`]; dropped without commit, it is removed and the target is
-/// untouched.
+/// untouched. A target that exists and is not a regular file is refused
+/// ([`check_output_file`]) when created and again before the rename. The temporary is
+/// created with `O_CREAT | O_EXCL` (`tempfile`'s `create_new`), so a symlink planted at its
+/// name cannot redirect the write.
 pub struct AtomicFile {
     target: PathBuf,
     tmp: Option<tempfile::NamedTempFile>,
@@ -125,6 +227,7 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(target: &Path) -> Result<Self> {
+        check_output_file(target)?;
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -157,6 +260,8 @@ impl AtomicFile {
         tmp.as_file()
             .sync_all()
             .map_err(|e| BmsError::io(&self.target, e))?;
+        // Replaced while it was written: refused still (the temporary is removed).
+        check_output_file(&self.target)?;
         tmp.persist(&self.target)
             .map_err(|e| BmsError::io(&self.target, e.error))?;
         Ok(())
@@ -551,5 +656,78 @@ mod tests {
             let want: Vec<usize> = (0..line.len()).filter(|&i| line[i] == b',').collect();
             assert_eq!(got, want, "{line:?}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_atomic_file_refuses_a_target_that_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "keep").unwrap();
+        let link = dir.path().join("link.csv");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let e = AtomicFile::create(&link)
+            .err()
+            .expect("a symlink is refused");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: is a symlink to {}; give the path it points to (an output is never written through a link, nor replaces one)",
+                link.display(),
+                outside.display()
+            )
+        );
+        let sub = dir.path().join("sub.csv");
+        std::fs::create_dir(&sub).unwrap();
+        let e = write_atomic(&sub, |w| w.write_all(b"x")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}: is a directory; give a file path", sub.display())
+        );
+        assert!(check_output_dir(&sub).is_ok());
+        let e = check_output_dir(&outside).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "outside: is a regular file, not a directory; refused: it must be a directory or a new path"
+            ),
+            "{e}"
+        );
+        // Nothing was left behind, and the link and its target are as they were.
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        // A regular file, a new path and a new path in a missing directory pass.
+        assert!(check_output_file(&outside).is_ok());
+        assert!(check_output_file(&dir.path().join("new.csv")).is_ok());
+        assert!(check_output_file(&dir.path().join("missing/new.csv")).is_ok());
+        assert!(check_output_file(&outside.join("below-a-file.csv")).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_atomic_file_whose_target_became_a_symlink_is_not_renamed_over_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.csv");
+        let mut f = AtomicFile::create(&target).unwrap();
+        f.file().write_all(b"new").unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "keep").unwrap();
+        std::os::unix::fs::symlink(&outside, &target).unwrap();
+        let e = f.commit().unwrap_err();
+        assert!(e.to_string().contains("is a symlink"), "{e}");
+        assert!(
+            std::fs::symlink_metadata(&target)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep");
+        // The temporary is gone.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }

@@ -76,7 +76,9 @@ fn props() -> WriterProperties {
         .build()
 }
 
-/// A Parquet file written under a temporary name and renamed into place by `finish`.
+/// A Parquet file written under a temporary name and renamed into place by `finish`; a
+/// target that exists and is not a regular file is refused (SPEC §4), when created and
+/// again before the rename.
 struct AtomicParquet {
     target: PathBuf,
     tmp: tempfile::NamedTempFile,
@@ -85,6 +87,7 @@ struct AtomicParquet {
 
 impl AtomicParquet {
     fn create(target: &Path, schema: SchemaRef) -> Result<Self> {
+        super::check_output_file(target)?;
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -118,6 +121,7 @@ impl AtomicParquet {
             .into_inner()
             .map_err(|e| pq_err(&self.target, e))?;
         file.sync_all().map_err(|e| BmsError::io(&self.target, e))?;
+        super::check_output_file(&self.target)?;
         self.tmp
             .persist(&self.target)
             .map_err(|e| BmsError::io(&self.target, e.error))?;
