@@ -831,3 +831,148 @@ fn a_regressor_is_refused_before_anything_is_written() {
     );
     assert!(!out.exists(), "nothing written");
 }
+
+/// The state of a store directory that matters: events, rejects and summary counts as
+/// written, the Parquet predictions and the SQLite rows by event id.
+#[derive(Debug, PartialEq)]
+struct Stores {
+    events: String,
+    rejects: String,
+    counts: (u64, u64),
+    parquet: BTreeMap<String, Prediction>,
+    sqlite: BTreeMap<String, Prediction>,
+}
+
+fn stores(dir: &Path) -> Stores {
+    let s = summary(dir);
+    let sqlite = SqliteStore::open(&dir.join("results.sqlite"))
+        .unwrap()
+        .all()
+        .unwrap();
+    let n = sqlite.len();
+    let sqlite = by_id(sqlite);
+    assert_eq!(sqlite.len(), n, "no event id twice in results.sqlite");
+    Stores {
+        events: text(&dir.join("events.jsonl")),
+        rejects: text(&dir.join("rejects.csv")),
+        counts: (
+            s["rows_read"].as_u64().unwrap(),
+            s["scored"].as_u64().unwrap(),
+        ),
+        parquet: by_id(read_predictions(dir).unwrap().rows),
+        sqlite,
+    }
+}
+
+/// Issue 20 §3: `bms predict --out DIR` killed with SIGKILL at many points of a run over
+/// an earlier run's outputs. After every kill each file of DIR is whole and either the
+/// earlier run's or the new one's (never half written), results.sqlite has each event
+/// once and between the two runs' rows, nothing but the lock and the stores is left
+/// behind a rerun, and the rerun completes to exactly the new run's outputs.
+#[test]
+fn sigkill_at_any_point_leaves_whole_files_and_a_rerun_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&[
+        "simulate",
+        "--vehicles",
+        "60",
+        "--days",
+        "300",
+        "--seed",
+        "9",
+        "--daily",
+        p(&d.join("daily.csv")),
+    ]);
+    ok(&[
+        "windows",
+        "-i",
+        p(&d.join("daily.csv")),
+        "-o",
+        p(&d.join("new.csv")),
+    ]);
+    let all = text(&d.join("new.csv"));
+    let lines: Vec<&str> = all.lines().collect();
+    let old_text: String = lines[..lines.len() * 3 / 5]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(d.join("old.csv"), old_text).unwrap();
+    let run = |input: &str, out: &Path| {
+        let t = std::time::Instant::now();
+        predict_chunked(&d.join(input), out, 500);
+        t.elapsed()
+    };
+    let (ref_old, ref_new) = (d.join("ref-old"), d.join("ref-new"));
+    run("old.csv", &ref_old);
+    let took = run("new.csv", &ref_new);
+    let (old, new) = (stores(&ref_old), stores(&ref_new));
+    assert_ne!(old.events, new.events);
+
+    let out = d.join("out");
+    run("old.csv", &out);
+    let kills = 12;
+    for k in 0..kills {
+        let delay = took.mul_f64(k as f64 / (kills - 2) as f64);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bms"))
+            .args([
+                "predict",
+                "-m",
+                p(&ref_model()),
+                "-i",
+                p(&d.join("new.csv")),
+                "--out",
+                p(&out),
+            ])
+            .env("BMS_TEST_CHUNK_LINES", "500")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let now = stores(&out);
+        for (what, got, a, b) in [
+            ("events.jsonl", &now.events, &old.events, &new.events),
+            ("rejects.csv", &now.rejects, &old.rejects, &new.rejects),
+        ] {
+            assert!(
+                got == a || got == b,
+                "kill {k} after {delay:?}: {what} is neither run's"
+            );
+        }
+        assert!(
+            now.counts == old.counts || now.counts == new.counts,
+            "kill {k}: summary"
+        );
+        assert!(
+            now.parquet == old.parquet || now.parquet == new.parquet,
+            "kill {k}: parquet"
+        );
+        // SQLite accumulates: the old run's rows, and maybe the new run's on top.
+        assert!(
+            now.sqlite == old.sqlite || now.sqlite == new.sqlite,
+            "kill {k}: sqlite"
+        );
+    }
+    run("new.csv", &out);
+    assert_eq!(stores(&out), new);
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ".bms-lock",
+            "events.jsonl",
+            "predictions.parquet",
+            "rejects.csv",
+            "results.sqlite",
+            "summary.json"
+        ],
+        "temporaries of killed runs are gone after the rerun"
+    );
+}

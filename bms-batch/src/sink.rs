@@ -362,9 +362,29 @@ impl DirLock {
     }
 }
 
+/// Whether a process with id `pid` exists (on this machine; permission to signal it is
+/// not needed).
+#[cfg(unix)]
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // Signal 0: the checks of kill(2) without a signal.
+    // SAFETY: kill with signal 0 sends nothing; it only reports whether pid exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+#[cfg(not(unix))]
+fn process_alive(_pid: u32) -> bool {
+    true
+}
+
 /// Removes what runs killed before their end left in `dir` (`.bms-tmp-*` files and
-/// directories, `.bms-old-*` directories) when not written to for a minute; called with
-/// the directory's lock held, so no other run is writing them.
+/// directories, `.bms-old-*` directories): at once when the process id in the name is
+/// no longer running, else when not written to for a minute (another writer's, such as a
+/// `bms daily -o DIR/x.csv`, which takes no lock). Called with the directory's lock held,
+/// so no other run of a store directory is writing them.
 fn remove_stale_temporaries(dir: &Path) -> Result<()> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
@@ -380,7 +400,10 @@ fn remove_stale_temporaries(dir: &Path) -> Result<()> {
             .ok()
             .and_then(|m| m.elapsed().ok())
             .unwrap_or_default();
-        if age < STALE_AFTER {
+        // A dead process's temporaries go at once; any other (a live writer's, or one
+        // without an id) only once untouched for a while.
+        let dead = bms_core::io::temp_owner(&name).is_some_and(|pid| !process_alive(pid));
+        if !dead && age < STALE_AFTER {
             continue;
         }
         let path = entry.path();

@@ -570,3 +570,22 @@ fn a_byte_order_mark_opening_a_file_is_skipped() {
     let r = read_batch_csv_from(later.as_bytes(), None, options).unwrap();
     assert_eq!(r.data.keys[1].vin, "\u{feff}V2");
 }
+
+#[test]
+fn temporaries_carry_the_id_of_the_process_that_writes_them() {
+    let prefix = io::temp_prefix();
+    assert_eq!(
+        io::temp_owner(&format!("{prefix}Ab3x9q")),
+        Some(std::process::id())
+    );
+    assert_eq!(io::temp_owner(".bms-old-42"), Some(42));
+    for other in [
+        ".bms-tmp-Ab3x9q",
+        ".bms-tmp--1-x",
+        "results.sqlite",
+        ".bms-old-",
+        ".bms-lock",
+    ] {
+        assert_eq!(io::temp_owner(other), None, "{other}");
+    }
+}

@@ -138,7 +138,7 @@ impl PredictionsParquet {
     pub fn create(dir: &Path, names: Vec<String>, partition_by_date: bool) -> Result<Self> {
         let layout = if partition_by_date {
             let tmp = tempfile::Builder::new()
-                .prefix(".bms-tmp-")
+                .prefix(&bms_core::io::temp_prefix())
                 .tempdir_in(dir)
                 .with_context(|| {
                     format!("cannot create a temporary directory in {}", dir.display())
@@ -149,7 +149,7 @@ impl PredictionsParquet {
             }
         } else {
             let tmp = tempfile::Builder::new()
-                .prefix(".bms-tmp-")
+                .prefix(&bms_core::io::temp_prefix())
                 .tempfile_in(dir)
                 .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
             let handle = tmp.as_file().try_clone()?;

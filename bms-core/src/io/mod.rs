@@ -225,6 +225,27 @@ pub struct AtomicFile {
     tmp: Option<tempfile::NamedTempFile>,
 }
 
+/// The name prefix of this process's temporary files and directories next to its
+/// outputs: `.bms-tmp-PID-`, so that a later run can tell those of a dead process from
+/// those of one still writing (see [`temp_owner`]).
+pub fn temp_prefix() -> String {
+    format!(".bms-tmp-{}-", std::process::id())
+}
+
+/// The process id in the name of a temporary ([`temp_prefix`]) or of a `.bms-old-PID`
+/// directory; `None` for other names (and for those of versions before the id was in
+/// them).
+pub fn temp_owner(name: &str) -> Option<u32> {
+    let rest = name
+        .strip_prefix(".bms-tmp-")
+        .or_else(|| name.strip_prefix(".bms-old-"))?;
+    let digits = rest.split('-').next()?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 impl AtomicFile {
     pub fn create(target: &Path) -> Result<Self> {
         check_output_file(target)?;
@@ -233,7 +254,7 @@ impl AtomicFile {
             _ => Path::new("."),
         };
         let tmp = tempfile::Builder::new()
-            .prefix(".bms-tmp-")
+            .prefix(&temp_prefix())
             .tempfile_in(dir)
             .map_err(|e| BmsError::io(target, e))?;
         Ok(AtomicFile {

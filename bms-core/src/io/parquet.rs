@@ -93,7 +93,7 @@ impl AtomicParquet {
             _ => Path::new("."),
         };
         let tmp = tempfile::Builder::new()
-            .prefix(".bms-tmp-")
+            .prefix(&super::temp_prefix())
             .tempfile_in(dir)
             .map_err(|e| BmsError::io(target, e))?;
         let handle = tmp
