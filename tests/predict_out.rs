@@ -976,3 +976,62 @@ fn sigkill_at_any_point_leaves_whole_files_and_a_rerun_completes() {
         "temporaries of killed runs are gone after the rerun"
     );
 }
+
+/// Issue 20 §3: a disk that fills during `bms predict --out` (a small tmpfs): the run
+/// fails naming the file it could not write and "No space left", the directory still
+/// holds the previous run's complete outputs, and no temporary is left behind.
+#[test]
+fn a_full_disk_fails_the_run_and_keeps_the_previous_outputs() {
+    let f = Fleet::new();
+    let fs = common::Tmpfs::mount("3m");
+    let out = fs.dir.path().join("out");
+    predict_chunked(&f.path("batch.csv"), &out, 500);
+    let before = stores(&out);
+    // Ten times the fleet: more than the room left.
+    let big = f.path("big.csv");
+    let lines = text(&f.path("batch.csv"));
+    let mut text_big = String::new();
+    for copy in 0..10 {
+        for l in lines.lines() {
+            text_big.push_str(&format!("COPY{copy}{l}\n"));
+        }
+    }
+    std::fs::write(&big, text_big).unwrap();
+    let o = bms(&[
+        "predict",
+        "-m",
+        p(&ref_model()),
+        "-i",
+        p(&big),
+        "--out",
+        p(&out),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(p(&out)) && e.contains("No space left on device"),
+        "{e}"
+    );
+    let after = stores(&out);
+    assert!(after.events == before.events, "events.jsonl changed");
+    assert!(after.rejects == before.rejects, "rejects.csv changed");
+    assert_eq!(after.counts, before.counts, "summary.json changed");
+    assert!(after.parquet == before.parquet, "predictions.parquet changed");
+    assert!(
+        after.sqlite == before.sqlite,
+        "results.sqlite changed: {} rows, was {}",
+        after.sqlite.len(),
+        before.sqlite.len()
+    );
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with(".bms-tmp")
+                || n.starts_with(".bms-old")
+                || n.ends_with("-journal")
+                || n.ends_with("-wal")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

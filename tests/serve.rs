@@ -1024,49 +1024,6 @@ fn missing_values_are_refused_for_a_model_that_does_not_handle_them() {
     assert_eq!(r.text().lines().count(), 2);
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let st = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "tmpfs",
-                p(dir.path()),
-            ])
-            .status()
-            .expect("running mount");
-        assert!(
-            st.success(),
-            "this test fills a small tmpfs and needs to mount one (root or CAP_SYS_ADMIN)"
-        );
-        Tmpfs { dir }
-    }
-
-    fn resize(&self, size: &str) {
-        let st = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}"), p(self.dir.path())])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .args(["-l", p(self.dir.path())])
-            .status();
-    }
-}
-
 /// Issue 20 §3/§6: on a full disk `bms serve --store` kept answering 200 while most
 /// predictions were never stored. Now a 200 is sent only after the prediction is
 /// committed: the 200s are exactly the stored events, a failed write is a 503, `/ping`
@@ -1074,7 +1031,7 @@ impl Drop for Tmpfs {
 #[test]
 fn a_full_disk_under_store_gives_503_and_no_acknowledged_prediction_is_lost() {
     use bms_batch::store::{EVENTS_FILE, SQLITE_FILE, SqliteStore};
-    let fs = Tmpfs::mount("8m");
+    let fs = common::Tmpfs::mount("8m");
     let store = fs.dir.path().join("store");
     let mut s = Server::start(&["--store", p(&store)]);
     let (batch, _) = fleet();

@@ -35,3 +35,46 @@ pub fn stderr(o: &Output) -> String {
 pub fn text(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap()
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                p(dir.path()),
+            ])
+            .status()
+            .expect("running mount");
+        assert!(
+            st.success(),
+            "this test fills a small tmpfs and needs to mount one (root or CAP_SYS_ADMIN)"
+        );
+        Tmpfs { dir }
+    }
+
+    pub fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}"), p(self.dir.path())])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .args(["-l", p(self.dir.path())])
+            .status();
+    }
+}

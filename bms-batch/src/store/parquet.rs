@@ -117,7 +117,8 @@ fn batch(schema: &SchemaRef, preds: &[&Prediction], width: usize, with_date: boo
 enum Layout {
     Single {
         tmp: tempfile::NamedTempFile,
-        writer: Box<ArrowWriter<File>>,
+        /// `None` once closed by [`PredictionsParquet::prepare`].
+        writer: Option<Box<ArrowWriter<File>>>,
     },
     Partitioned {
         tmp: tempfile::TempDir,
@@ -156,7 +157,7 @@ impl PredictionsParquet {
             let writer = ArrowWriter::try_new(handle, schema(&names, true), Some(props()))?;
             Layout::Single {
                 tmp,
-                writer: Box::new(writer),
+                writer: Some(Box::new(writer)),
             }
         };
         Ok(PredictionsParquet {
@@ -173,6 +174,8 @@ impl PredictionsParquet {
             Layout::Single { writer, .. } => {
                 let refs: Vec<&Prediction> = preds.iter().collect();
                 writer
+                    .as_mut()
+                    .context("predictions.parquet is closed")?
                     .write(&batch(&self.schema, &refs, width, true))
                     .context("writing predictions.parquet")?;
             }
@@ -204,15 +207,37 @@ impl PredictionsParquet {
         Ok(())
     }
 
-    /// Closes the files and moves them into place, replacing the previous output of
-    /// either layout.
-    pub fn finish(self) -> Result<()> {
+    /// Closes and syncs the files under their temporary names: everything that can run
+    /// out of room, done before any store of a run is published.
+    pub fn prepare(&mut self) -> Result<()> {
+        match &mut self.layout {
+            Layout::Single { writer, .. } => {
+                if let Some(w) = writer.take() {
+                    let file = w.into_inner().context("closing predictions.parquet")?;
+                    file.sync_all().context("syncing predictions.parquet")?;
+                }
+            }
+            Layout::Partitioned { writers, .. } => {
+                for (date, w) in std::mem::take(writers) {
+                    let f = w
+                        .into_inner()
+                        .with_context(|| format!("closing the date={date} partition"))?;
+                    f.sync_all()
+                        .with_context(|| format!("syncing the date={date} partition"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`PredictionsParquet::prepare`]s if not done yet, then moves the files into place,
+    /// replacing the previous output of either layout.
+    pub fn finish(mut self) -> Result<()> {
+        self.prepare()?;
         let single = self.dir.join(PARQUET_FILE);
         let parted = self.dir.join(PARQUET_DIR);
         match self.layout {
-            Layout::Single { tmp, writer } => {
-                let file = writer.into_inner().context("closing predictions.parquet")?;
-                file.sync_all()?;
+            Layout::Single { tmp, .. } => {
                 tmp.persist(&single)
                     .map_err(|e| e.error)
                     .with_context(|| format!("renaming into {}", single.display()))?;
@@ -221,13 +246,7 @@ impl PredictionsParquet {
                         .with_context(|| format!("removing the old {}", parted.display()))?;
                 }
             }
-            Layout::Partitioned { tmp, writers } => {
-                for (date, w) in writers {
-                    let f = w
-                        .into_inner()
-                        .with_context(|| format!("closing the date={date} partition"))?;
-                    f.sync_all()?;
-                }
+            Layout::Partitioned { tmp, .. } => {
                 let new = tmp.keep();
                 let old = if parted.exists() {
                     let old = self.dir.join(format!(".bms-old-{}", std::process::id()));
