@@ -111,7 +111,21 @@ pub(crate) fn upsert_rows(conn: &Connection, path: &Path, preds: &[Prediction]) 
 impl SqliteStore {
     /// Opens or creates the database and its `predictions` table.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)
+        // No following a symlink swapped in after the store directory was checked. The
+        // flag refuses a link anywhere in the name, and the directory may be one: open
+        // through its real path.
+        let real = match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) => std::fs::canonicalize(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            })
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+            _ => path.to_path_buf(),
+        };
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(&real, flags)
             .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // A 16 MB page cache: pages spill to the file during a large transaction instead
