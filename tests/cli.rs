@@ -853,3 +853,48 @@ fn a_wrong_file_is_described_not_just_rejected() {
         assert!(stderr(&o).contains(want), "{file}: {}", stderr(&o));
     }
 }
+
+/// Issue 20: `-o` was a directory on `bms predict` but a file on `daily`/`windows`
+/// (`bms predict -o -` made a directory named `-`). Now `-o FILE.csv` is the predictions
+/// CSV on every command (`-` is standard output) and the stores take `--out DIR`.
+#[test]
+fn predict_dash_o_is_a_file_like_everywhere_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/consistency-ref14x6.onnx");
+    let daily = d.join("d.csv");
+    ok(&[
+        "simulate",
+        "--vehicles",
+        "2",
+        "--days",
+        "30",
+        "--daily",
+        p(&daily),
+    ]);
+    let stdout = ok(&["predict", "-m", p(&model), "-i", p(&daily)]).stdout;
+    let file = d.join("sub/preds.csv");
+    let o = ok(&["predict", "-m", p(&model), "-i", p(&daily), "-o", p(&file)]);
+    assert!(o.stdout.is_empty());
+    assert_eq!(std::fs::read(&file).unwrap(), stdout);
+    let o = ok(&["predict", "-m", p(&model), "-i", p(&daily), "-o", "-"]);
+    assert_eq!(o.stdout, stdout);
+    assert!(!Path::new("-").exists());
+    for (args, want) in [
+        (
+            vec!["-o", p(&d.join("stores"))],
+            "needs a name ending in .csv (the stores go to --out DIR)",
+        ),
+        (
+            vec!["-o", p(&file), "--out", p(&d.join("stores"))],
+            "cannot be used with",
+        ),
+    ] {
+        let mut all = vec!["predict", "-m", p(&model), "-i", p(&daily)];
+        all.extend(args);
+        let o = bms(&all);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    }
+    assert!(!d.join("stores").exists());
+}

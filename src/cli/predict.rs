@@ -45,8 +45,14 @@ pub struct PredictArgs {
 
     /// Write the stores into this directory (predictions.parquet, events.jsonl,
     /// results.sqlite, rejects.csv, summary.json) instead of CSV on stdout.
-    #[arg(long, short, env = "BMS_OUT")]
+    #[arg(long, env = "BMS_OUT", value_name = "DIR", conflicts_with = "output")]
     pub out: Option<PathBuf>,
+
+    /// Write the predictions CSV (`vin,date,predicted_prob,alarm`) to this `.csv` file
+    /// instead of standard output (`-`), like `-o` of `bms daily` and `bms windows`;
+    /// written whole or not at all. The stores go to `--out DIR`.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
 
     /// With `--out`: write `predictions/date=YYYY-MM-DD/part-0.parquet` (Hive layout)
     /// instead of one predictions.parquet.
@@ -105,6 +111,15 @@ fn hook(name: &str) -> Option<u64> {
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
+    let output = args.output.as_deref().filter(|o| !super::is_stdio(o));
+    if let Some(o) = output {
+        anyhow::ensure!(
+            o.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")),
+            "-o {}: the predictions CSV needs a name ending in .csv (the stores go to --out DIR)",
+            o.display()
+        );
+        super::check_outputs([o])?;
+    }
     if let Some(out) = &args.out {
         anyhow::ensure!(
             !super::is_stdio(out),
@@ -123,7 +138,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
         Some(dir) => dir.path().join(STDIN_FILE),
         None => args.input.clone(),
     };
-    let summary = run_with_model(&model, &input, &job, args.out.as_deref())?;
+    let summary = match output {
+        Some(file) => predict_to_file(&model, &input, &job, file)?,
+        None => run_with_model(&model, &input, &job, args.out.as_deref())?,
+    };
     print_summary(&summary, args.out.as_deref());
     // A run that scored nothing because everything was rejected has not done its job,
     // whatever the stores say: the wrong file, the wrong format or the wrong model.
@@ -185,6 +203,18 @@ pub fn run_with_model(
         }
         Some(dir) => score_to_dir(input, model, job, dir, &progress),
     }
+}
+
+/// Scores `input` into the predictions CSV `file`, which appears only once complete.
+fn predict_to_file(model: &Model, input: &Path, job: &Job, file: &Path) -> Result<Summary> {
+    super::ensure_parent(file)?;
+    let mut out = bms_core::io::AtomicFile::create(file)?;
+    let summary = {
+        let sink = CsvSink::new(std::io::BufWriter::new(out.file()))?;
+        score(input, model, job, Box::new(sink), &Progress::new(false))?
+    };
+    out.commit()?;
+    Ok(summary)
 }
 
 fn describe_model(path: &Path, model: &Model, threshold: Option<f32>) {
