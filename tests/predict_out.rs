@@ -1016,7 +1016,10 @@ fn a_full_disk_fails_the_run_and_keeps_the_previous_outputs() {
     assert!(after.events == before.events, "events.jsonl changed");
     assert!(after.rejects == before.rejects, "rejects.csv changed");
     assert_eq!(after.counts, before.counts, "summary.json changed");
-    assert!(after.parquet == before.parquet, "predictions.parquet changed");
+    assert!(
+        after.parquet == before.parquet,
+        "predictions.parquet changed"
+    );
     assert!(
         after.sqlite == before.sqlite,
         "results.sqlite changed: {} rows, was {}",
