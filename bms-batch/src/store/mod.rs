@@ -351,7 +351,7 @@ impl EventLog {
         self.append_at(preds).map(|_| ())
     }
 
-    /// Cuts the log back to `len` bytes (what [`EventLog::append_at`] returned) and syncs.
+    /// Cuts the log back to `len` bytes (its length before an append) and syncs.
     pub fn cut(&mut self, len: u64) -> Result<()> {
         self.file
             .set_len(len)
