@@ -264,6 +264,21 @@ int main(int argc, char **argv) {
     EXPECT(bms_monitor_predict(m, &prob), BMS_STATUS_OK);
     bms_monitor_free(m);
 
+    /* Issue 20 (SPEC §7), run from the repository root: a model that does not handle
+     * missing values gives NaN for a row with one (as onnxruntime does), not a number its
+     * kernels made of it; a regressor cannot drive a monitor. */
+    struct bms_model *logreg = NULL, *reg = NULL;
+    EXPECT(bms_model_load("models/fixtures/logreg_n.onnx", &logreg), BMS_STATUS_OK);
+    float lp[3] = {0, 0, 0};
+    EXPECT(bms_model_predict(logreg, x, 3 * 84, 3, lp, 3), BMS_STATUS_OK);
+    CHECK(isnan(lp[0]) && !isnan(lp[1]) && !isnan(lp[2]));
+    EXPECT(bms_model_load("models/fixtures/xgb_regressor.onnx", &reg), BMS_STATUS_OK);
+    struct bms_monitor *rm = NULL;
+    EXPECT(bms_monitor_new(reg, NULL, &rm), BMS_STATUS_MODEL);
+    CHECK(rm == NULL && strstr(bms_last_error_message(), "not a probability") != NULL);
+    bms_model_free(logreg);
+    bms_model_free(reg);
+
     if (failures) {
         fprintf(stderr, "errors: %d check(s) failed\n", failures);
         return 1;
