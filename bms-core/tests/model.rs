@@ -616,3 +616,29 @@ fn an_output_that_is_not_a_probability_is_refused_for_alarms() {
     let e = reason(&logit.require_probability().unwrap_err());
     assert!(e.contains("comes from Add"), "{e}");
 }
+
+/// Issue 20 §2: an inconsistent contract is refused at load naming the key.
+#[test]
+fn an_inconsistent_contract_is_refused_naming_the_key() {
+    for (key, value, want) in [
+        ("bms.context_days", "0", "at least 1 day"),
+        ("bms.horizon_days", "0", "at least 1 day"),
+        ("bms.context_days", "-3", "whole number"),
+        ("bms.features", "TotalVoltage,NoSuchColumn", "NoSuchColumn"),
+        ("bms.features", "", ""),
+        ("bms.fill_value", "inf", "not a finite number"),
+        ("bms.threshold", "1.5", "probability"),
+    ] {
+        let e = Model::from_bytes(&with_metadata("xgb_classifier", key, value)).unwrap_err();
+        let r = reason(&e);
+        assert!(
+            r.contains(key) && r.contains(want),
+            "{key} = {value:?}: {r}"
+        );
+    }
+    // A width that disagrees with the graph input names both numbers.
+    let e =
+        Model::from_bytes(&with_metadata("xgb_classifier", "bms.context_days", "7")).unwrap_err();
+    let r = e.to_string();
+    assert!(r.contains("84") && r.contains("42"), "{r}");
+}

@@ -139,10 +139,20 @@ impl ModelContract {
                 }
             }
         }
-        contract
-            .spec
-            .validate()
-            .map_err(|e| BmsError::model(format!("metadata contract: {e}")))?;
+        contract.spec.validate().map_err(|e| {
+            // Name the key whose value is wrong.
+            let key = match () {
+                _ if contract.spec.context == 0 || contract.spec.context > 100_000 => {
+                    KEY_CONTEXT_DAYS
+                }
+                _ if contract.spec.horizon == 0 || contract.spec.horizon > 100_000 => {
+                    KEY_HORIZON_DAYS
+                }
+                _ if contract.spec.features.is_empty() => KEY_FEATURES,
+                _ => KEY_FILL_VALUE,
+            };
+            BmsError::model(format!("metadata {key}: {e}"))
+        })?;
         if contract.model_id.is_empty() {
             contract.model_id = default_model_id(bytes);
         }
