@@ -59,15 +59,19 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                {
+                    // Logged before the address is handed over: a test that reads the
+                    // log right after start sees the line.
+                    let mut l = sink.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 if let Some(a) = line.split("listening on ").nth(1) {
                     let a = a
                         .trim_start_matches("http://")
                         .trim_start_matches("https://");
                     let _ = tx.send(a.trim().to_owned());
                 }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(60)) {
