@@ -139,27 +139,9 @@ pub fn detect_format(path: &Path) -> Result<InputFormat> {
             }
         }
         FileKind::Csv => {
-            let mut r = std::io::BufReader::new(
-                std::fs::File::open(path)
-                    .with_context(|| format!("cannot open {}", path.display()))?,
-            );
-            let mut first = String::new();
-            loop {
-                first.clear();
-                let mut buf = Vec::new();
-                if r.read_until(b'\n', &mut buf)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    == 0
-                {
-                    bail!("{}: empty file", path.display());
-                }
-                // A byte-order mark is not part of the header (the readers skip it too).
-                let line = String::from_utf8_lossy(&buf);
-                first.push_str(line.trim_start_matches('\u{feff}').trim());
-                if !first.is_empty() {
-                    break;
-                }
-            }
+            let Some(first) = first_line(path)? else {
+                bail!("{}: empty file", path.display());
+            };
             let head = first.to_ascii_lowercase();
             if head.starts_with("vin,date,") {
                 let third = first.split(',').nth(2).unwrap_or("").trim();
@@ -182,6 +164,29 @@ pub fn detect_format(path: &Path) -> Result<InputFormat> {
     }
 }
 
+/// The first non-blank line of a text file, trimmed, without a byte-order mark (the readers
+/// skip it too); `None` for a file of blank lines only.
+fn first_line(path: &Path) -> Result<Option<String>> {
+    let mut r = std::io::BufReader::new(
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+    );
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf)
+            .with_context(|| format!("reading {}", path.display()))?
+            == 0
+        {
+            return Ok(None);
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_start_matches('\u{feff}').trim();
+        if !line.is_empty() {
+            return Ok(Some(line.to_owned()));
+        }
+    }
+}
+
 /// The first `max` characters of a line for a message, `…` when cut.
 fn shorten(line: &str) -> String {
     const MAX: usize = 60;
@@ -195,20 +200,7 @@ fn shorten(line: &str) -> String {
 /// that rejected every line: a header and which kind, or its number of fields against the
 /// `width + 2` of a batch line. `None` when it cannot be read.
 pub fn describe_first_line(path: &Path, width: usize) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
-    let mut r = std::io::BufReader::new(std::io::Read::take(file, 1 << 20));
-    let mut buf = Vec::new();
-    let line = loop {
-        buf.clear();
-        if r.read_until(b'\n', &mut buf).ok()? == 0 {
-            return None;
-        }
-        let line = String::from_utf8_lossy(&buf);
-        let line = line.trim_start_matches('\u{feff}').trim().to_owned();
-        if !line.is_empty() {
-            break line;
-        }
-    };
+    let line = first_line(path).ok()??;
     let fields: Vec<&str> = line.split(',').map(str::trim).collect();
     let numeric = |f: &str| bms_core::io::parse_f64(f.as_bytes()).is_ok();
     let looks_header = fields
