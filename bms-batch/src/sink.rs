@@ -192,7 +192,6 @@ impl PredictionSink for EventsSink {
     }
 
     fn write(&mut self, chunk: ScoredChunk) -> Result<()> {
-        let context = self.context();
         let writer = self.writer.as_mut().context("events.jsonl is closed")?;
         let result = if chunk.events.is_empty() && !chunk.predictions.is_empty() {
             // Handed a chunk without its events: write them here.
@@ -208,7 +207,8 @@ impl PredictionSink for EventsSink {
                 .iter()
                 .try_for_each(|part| writer.write_all(part.as_bytes()))
         };
-        result.with_context(|| context)
+        // The message is formatted only for an error, not for every chunk.
+        result.with_context(|| self.context())
     }
 
     fn prepare(&mut self, _end: &RunEnd) -> Result<()> {
