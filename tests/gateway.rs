@@ -18,7 +18,7 @@ use bms_core::Frame;
 use bms_core::gbt32960::{Decoder, Edition, Event, command, encode, response};
 use bms_core::io::ReadMode;
 use bms_core::io::parquet::read_frames_parquet;
-use common::{ok, p};
+use common::{ok, p, self_signed, tls_client};
 
 fn model_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/consistency-ref14x6.onnx")
@@ -816,55 +816,6 @@ fn replies_until_closed(r: &mut impl Read) -> Vec<(u8, u8)> {
         }
     }
     out
-}
-
-/// A self-signed certificate for `localhost` and its key, made with the openssl command.
-fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-keyout", p(&key), "-out", p(&cert)])
-        .output()
-        .expect("the openssl command (Debian package openssl) makes the test certificate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
-fn tls_client(
-    addr: SocketAddr,
-    cert: &Path,
-) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(cert).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    rustls::StreamOwned::new(conn, tcp)
 }
 
 #[test]

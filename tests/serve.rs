@@ -1259,48 +1259,13 @@ fn bearer_tokens_guard_every_route_but_ping() {
 #[test]
 fn tls_serves_https_and_plaintext_gets_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-keyout", p(&key), "-out", p(&cert)])
-        .output()
-        .expect("the openssl command (Debian package openssl) makes the test certificate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cert, key) = common::self_signed(dir.path());
     let s = Server::start(&["--tls-cert", p(&cert), "--tls-key", p(&key)]);
     assert!(s.log().contains("listening on https://"), "{}", s.log());
     let (batch, preds) = fleet();
     let body = format!("{}\n{}\n", features(&batch[0]), features(&batch[1]));
     let tls_request = |path: &str, body: &[u8], method: &str| {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(&cert).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap())
-            .unwrap();
-        let tcp = connect(s.addr);
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut tls = common::tls_client(s.addr, &cert);
         tls.write_all(&head(
             method,
             path,
