@@ -121,6 +121,7 @@ pub fn detect_format(path: &Path) -> Result<InputFormat> {
     match FileKind::of(path)? {
         FileKind::Capture => Ok(InputFormat::Frames),
         FileKind::Parquet => {
+            bms_core::io::parquet::check_footer(path)?;
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
             let meta =

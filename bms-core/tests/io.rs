@@ -505,6 +505,22 @@ fn malformed_parquet_on_which_the_decoder_panics_is_an_error() {
         assert!(matches!(e, BmsError::Parquet { .. }), "{e:?}");
         assert!(e.to_string().contains("the file is malformed"), "{e}");
     }
+    // Found by fuzzing (`frames_parquet`, a timeout): a 2 KB file whose footer metadata
+    // declares element counts far beyond its bytes, which the parquet crate spent 6 s
+    // skipping; refused by the footer check instead, before the crate decodes it.
+    let bools = data.join("fuzz-frames-footer-bool-list.parquet");
+    let e = io::read_frames_parquet(&bools, ReadMode::Lenient).unwrap_err();
+    assert!(
+        e.to_string().contains("its footer metadata declares a "),
+        "{e}"
+    );
+    // Files whose footers are well formed pass the check (their faults are further in).
+    for ok in [
+        "fuzz-daily-dictionary-page-missing.parquet",
+        "fuzz-frames-byte-stream-split-short.parquet",
+    ] {
+        bms_core::io::parquet::check_footer(&data.join(ok)).unwrap();
+    }
 }
 
 #[test]
