@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 # bms-aws needs a moto server: scripts/test-aws.sh installs it and runs its tests.
 cargo test --workspace --exclude bms-aws --all-targets --locked
 cargo test --workspace --exclude bms-aws --doc --locked
+# The lean build (no graph engine): the model fixtures' goldens and the C library's
+# tests on the lean interpreter (tests/lean.rs compares both engines in the full build).
+cargo test -p bms-core --no-default-features --test model --locked
+cargo test -p bms-ffi --no-default-features --locked
 ./scripts/test-py.sh
 ./scripts/test-c.sh
 ./scripts/test-container.sh   # on the debug bms binary that the steps above built

@@ -296,7 +296,7 @@ fn unsupported_op_is_named_with_the_fix() {
 fn zipmap_inside_the_graph_asks_for_zipmap_false() {
     use prost::Message;
     let bytes = std::fs::read(fixtures().join("sklearn_rf_zipmap.onnx")).unwrap();
-    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let mut proto = bms_core::model::onnx::ModelProto::decode(bytes.as_slice()).unwrap();
     let graph = proto.graph.as_mut().unwrap();
     let zip_out = graph
         .node
@@ -305,7 +305,7 @@ fn zipmap_inside_the_graph_asks_for_zipmap_false() {
         .unwrap()
         .output[0]
         .clone();
-    graph.node.push(tract_onnx::pb::NodeProto {
+    graph.node.push(bms_core::model::onnx::NodeProto {
         op_type: "Identity".into(),
         input: vec![zip_out],
         output: vec!["copy".into()],
@@ -470,7 +470,7 @@ fn an_unknown_contract_key_is_refused_naming_it() {
 fn a_graph_without_outputs_or_nodes_is_described_as_such() {
     use prost::Message;
     let bytes = std::fs::read(fixtures().join("xgb_classifier.onnx")).unwrap();
-    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let mut proto = bms_core::model::onnx::ModelProto::decode(bytes.as_slice()).unwrap();
     let graph = proto.graph.as_mut().unwrap();
     graph.output.clear();
     let no_outputs = proto.clone();
@@ -482,7 +482,7 @@ fn a_graph_without_outputs_or_nodes_is_described_as_such() {
         r, "the graph has no output",
         "no outputs (and no nodes): the outputs"
     );
-    let mut nodes_only = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let mut nodes_only = bms_core::model::onnx::ModelProto::decode(bytes.as_slice()).unwrap();
     nodes_only.graph.as_mut().unwrap().node.clear();
     let r = reason(&Model::from_bytes(&nodes_only.encode_to_vec()).unwrap_err());
     assert_eq!(r, "the graph has no nodes");
@@ -491,10 +491,10 @@ fn a_graph_without_outputs_or_nodes_is_described_as_such() {
 fn with_metadata(name: &str, key: &str, value: &str) -> Vec<u8> {
     use prost::Message;
     let bytes = std::fs::read(fixtures().join(format!("{name}.onnx"))).unwrap();
-    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let mut proto = bms_core::model::onnx::ModelProto::decode(bytes.as_slice()).unwrap();
     proto
         .metadata_props
-        .push(tract_onnx::pb::StringStringEntryProto {
+        .push(bms_core::model::onnx::StringStringEntryProto {
             key: key.into(),
             value: value.into(),
         });
@@ -596,7 +596,7 @@ fn an_output_that_is_not_a_probability_is_refused_for_alarms() {
     // A logistic regression without its Sigmoid: the logit, not a probability.
     use prost::Message;
     let bytes = std::fs::read(fixtures().join("logreg_n1.onnx")).unwrap();
-    let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let mut proto = bms_core::model::onnx::ModelProto::decode(bytes.as_slice()).unwrap();
     let graph = proto.graph.as_mut().unwrap();
     let at = graph
         .node

@@ -1,28 +1,37 @@
-//! ONNX inference (SPEC §7). tract is the graph engine; the ONNX-ML tree ensembles and
-//! `Scaler` are the project's own operators ([`tree`], [`ops`]), registered in place of
-//! tract's. The graph is normalised on the protobuf first ([`normalize`]), the feature
-//! contract is read from `metadata_props` ([`contract`]), and the runnable plan is built
-//! once, with a symbolic batch dimension, at load.
+//! ONNX inference (SPEC §7). The file is read with the project's own protobuf types, the
+//! graph is normalised (`normalize`) and the feature contract read from
+//! `metadata_props` ([`contract`]); then one of two engines runs it ([`EngineKind`]):
+//! tract's general graph engine (feature `onnx-graph`, the default), with the ONNX-ML
+//! tree ensembles and `Scaler` as the project's own operators ([`tree`], `ops`)
+//! registered in place of tract's, or the lean interpreter ([`lean`]) of the graphs those
+//! operators, linear layers and the small nodes around them make — the on-vehicle build,
+//! without the graph engine. Both give the same answers within 1e-6.
 //!
-//! When every output of the optimised graph comes straight from one tree ensemble fed by
-//! the graph input (the usual tree-model export), `predict` calls that ensemble's
-//! [`tree::CompiledEnsemble`] on the caller's rows directly: the same code tract would
-//! run, without the plan's per-call tensor copies and bookkeeping.
+//! When every output of the graph comes straight from one tree ensemble fed by the
+//! graph input (the usual tree-model export), `predict` calls that ensemble's
+//! [`tree::CompiledEnsemble`] on the caller's rows directly: the same code either
+//! engine would run, without its per-call tensor copies and bookkeeping.
 
 pub mod contract;
-pub mod normalize;
+#[cfg(feature = "onnx-graph")]
+mod graph;
+pub mod lean;
+mod normalize;
+#[doc(hidden)]
+pub mod onnx;
+#[cfg(feature = "onnx-graph")]
 pub mod ops;
+mod proto;
 pub mod tree;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ndarray::{Array1, ArrayView2};
 use prost::Message;
-use tract_onnx::pb::ModelProto;
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::DimLike;
+
+use onnx::ModelProto;
 
 pub use contract::{ContractSource, ModelContract};
 
@@ -41,28 +50,68 @@ const PROBABILITY_NAMES: [&str; 7] = [
 
 /// How the positive-class probability is read from the chosen output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Take {
+pub(crate) enum Take {
     /// `[N, k]`: column `k - 1` (column 1 of `[N, 2]`, column 0 of `[N, 1]`).
     Column(usize),
     /// `[N]`.
     Whole,
 }
 
-type Plan = TypedRunnableModel;
-type State = TypedSimpleState;
+/// What an engine says of one graph output: enough to choose the probability and
+/// label outputs.
+#[derive(Debug, Clone)]
+pub(crate) struct OutFact {
+    float: bool,
+    int: bool,
+    rank: usize,
+    /// The second dimension, when known.
+    cols: Option<usize>,
+    /// For messages.
+    description: String,
+}
+
+/// The engine that runs the graph.
+enum Engine {
+    /// tract's general graph engine (feature `onnx-graph`).
+    #[cfg(feature = "onnx-graph")]
+    Graph(graph::GraphEngine),
+    /// The lean interpreter ([`lean`]).
+    Lean(lean::LeanGraph),
+}
+
+/// Which engine [`Model::from_bytes_with`] loads a model on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EngineKind {
+    /// tract's general ONNX graph engine: every standard operator (the default where the
+    /// crate is built with feature `onnx-graph`).
+    #[cfg(feature = "onnx-graph")]
+    Graph,
+    /// The lean interpreter: tree ensembles, linear layers and the small nodes around
+    /// them ([`lean::OPERATORS`]); the only engine without feature `onnx-graph`.
+    Lean,
+}
+
+impl Default for EngineKind {
+    fn default() -> Self {
+        #[cfg(feature = "onnx-graph")]
+        return EngineKind::Graph;
+        #[cfg(not(feature = "onnx-graph"))]
+        return EngineKind::Lean;
+    }
+}
 
 /// The graph is `input → tree ensemble → outputs`: graph output `i` is output
 /// `slots[i]` of the ensemble op (classifier: 0 label, 1 scores; regressor: 0 values).
-struct Direct {
-    ensemble: Arc<tree::CompiledEnsemble>,
-    slots: Vec<usize>,
+pub(crate) struct Direct {
+    pub(crate) ensemble: Arc<tree::CompiledEnsemble>,
+    pub(crate) slots: Vec<usize>,
 }
 
 /// A loaded, optimised model: immutable and shareable across threads; each call reuses
 /// a per-thread run state from a pool.
 pub struct Model {
-    plan: Arc<Plan>,
-    states: Mutex<Vec<State>>,
+    engine: Engine,
     direct: Option<Direct>,
     contract: ModelContract,
     width: usize,
@@ -82,15 +131,8 @@ impl std::fmt::Debug for Model {
             .field("contract", &self.contract)
             .field("width", &self.width)
             .field("outputs", &self.output_names)
+            .field("engine", &self.engine_kind())
             .finish()
-    }
-}
-
-fn tract_error(context: &str, e: TractError) -> BmsError {
-    BmsError::Model {
-        file: None,
-        reason: format!("{context}: {e:#}"),
-        source: Some(e.into()),
     }
 }
 
@@ -121,6 +163,12 @@ impl Model {
 
     /// Loads a model from the bytes of an ONNX file. See [`Model::load`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::from_bytes_with(bytes, EngineKind::default())
+    }
+
+    /// [`Model::from_bytes`] on the given engine (both builds' answers agree within
+    /// 1e-6; the full build uses the lean engine only when asked).
+    pub fn from_bytes_with(bytes: &[u8], engine: EngineKind) -> Result<Self> {
         let mut proto = ModelProto::decode(bytes).map_err(|e| BmsError::Model {
             file: None,
             reason: format!(
@@ -128,8 +176,28 @@ impl Model {
             ),
             source: Some(Box::new(e)),
         })?;
+        #[cfg(feature = "onnx-graph")]
         let framework = ops::framework();
-        let input = normalize::normalize(&mut proto, &framework)?;
+        let input = match engine {
+            #[cfg(feature = "onnx-graph")]
+            EngineKind::Graph => normalize::normalize(&mut proto, &|op: &onnx::NodeProto| {
+                graph::supports(&framework, &op.op_type)
+            })?,
+            EngineKind::Lean => normalize::normalize(&mut proto, &|op: &onnx::NodeProto| {
+                lean::supports(&op.domain, &op.op_type)
+            })
+            .map_err(|e| match e {
+                BmsError::Model { reason, .. } if reason.starts_with("unsupported operator") => {
+                    BmsError::model(format!(
+                        "{reason}. This is the lean build, which runs {}; the full build \
+                         (bms-core feature `onnx-graph`, the default) runs every standard ONNX \
+                         operator",
+                        lean::OPERATORS.join(", ")
+                    ))
+                }
+                other => other,
+            })?,
+        };
         let contract = ModelContract::from_metadata(
             proto
                 .metadata_props
@@ -172,9 +240,25 @@ impl Model {
             )));
         }
 
-        let built = catch_unwind(AssertUnwindSafe(|| build_plan(&framework, &proto, width)))
-            .map_err(|_| BmsError::model("the engine panicked while loading the model"))??;
-        let (plan, facts, direct) = built;
+        let built = catch_unwind(AssertUnwindSafe(|| -> Result<_> {
+            match engine {
+                #[cfg(feature = "onnx-graph")]
+                EngineKind::Graph => {
+                    let (g, facts, direct) = graph::GraphEngine::build(&framework, &proto, width)?;
+                    Ok((Engine::Graph(g), facts, direct))
+                }
+                EngineKind::Lean => {
+                    let g = lean::LeanGraph::new(&proto, &input.name)?;
+                    let facts = g.facts(width)?;
+                    let direct = g
+                        .direct()
+                        .map(|(ensemble, slots)| Direct { ensemble, slots });
+                    Ok((Engine::Lean(g), facts, direct))
+                }
+            }
+        }))
+        .map_err(|_| BmsError::model("the engine panicked while loading the model"))??;
+        let (engine, facts, direct) = built;
         let (probability, label) = choose_outputs(&output_names, &facts)?;
         let not_probability = if contract.output_is_probability {
             None
@@ -183,8 +267,7 @@ impl Model {
         };
 
         let model = Model {
-            plan,
-            states: Mutex::new(Vec::new()),
+            engine,
             direct,
             contract,
             width,
@@ -274,6 +357,15 @@ impl Model {
     /// engine's plan (see the module documentation).
     pub fn is_direct(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// The engine the model runs on.
+    pub fn engine_kind(&self) -> EngineKind {
+        match self.engine {
+            #[cfg(feature = "onnx-graph")]
+            Engine::Graph(_) => EngineKind::Graph,
+            Engine::Lean(_) => EngineKind::Lean,
+        }
     }
 
     /// [`Model::predict_with_labels`] through the engine's plan even when the model
@@ -405,38 +497,14 @@ impl Model {
         want_labels: bool,
     ) -> Result<(Array1<f32>, Option<Array1<i64>>)> {
         let n = x.nrows();
+        let label = self.label.filter(|_| want_labels);
         if n == 0 {
-            let labels = (want_labels && self.label.is_some()).then(|| Array1::zeros(0));
-            return Ok((Array1::zeros(0), labels));
+            return Ok((Array1::zeros(0), label.map(|_| Array1::zeros(0))));
         }
-        let input = Tensor::from(x.as_standard_layout().into_owned()).into_tvalue();
-        let mut state = match self.states.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            Some(s) => s,
-            None => State::new(&self.plan).map_err(|e| tract_error("creating run state", e))?,
-        };
-        let outputs = state.run(tvec!(input));
-        self.states
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(state);
-        let outputs = outputs.map_err(|e| tract_error("running the model", e))?;
-        let (ix, take) = self.probability;
-        let out = outputs
-            .get(ix)
-            .ok_or_else(|| BmsError::model("the model produced too few outputs"))?;
-        let out = out
-            .to_plain_array_view::<f32>()
-            .map_err(|e| tract_error("reading the probability output", e))?;
-        let p: Array1<f32> = match take {
-            Take::Whole => out
-                .into_dimensionality::<ndarray::Ix1>()
-                .map_err(|e| tract_error("probability output", e.into()))?
-                .to_owned(),
-            Take::Column(c) => out
-                .into_dimensionality::<ndarray::Ix2>()
-                .map_err(|e| tract_error("probability output", e.into()))?
-                .column(c)
-                .to_owned(),
+        let (p, labels) = match &self.engine {
+            #[cfg(feature = "onnx-graph")]
+            Engine::Graph(g) => g.run(x, self.probability, label)?,
+            Engine::Lean(g) => g.run_selected(x, self.probability, label)?,
         };
         if p.len() != n {
             return Err(BmsError::Shape {
@@ -445,76 +513,8 @@ impl Model {
                 found: p.len(),
             });
         }
-        let labels = match self.label.filter(|_| want_labels) {
-            None => None,
-            Some(li) => {
-                let t = outputs
-                    .get(li)
-                    .ok_or_else(|| BmsError::model("the model produced too few outputs"))?;
-                let t = t
-                    .cast_to::<i64>()
-                    .map_err(|e| tract_error("reading the label output", e))?;
-                let v = t
-                    .to_plain_array_view::<i64>()
-                    .map_err(|e| tract_error("reading the label output", e))?;
-                Some(v.iter().copied().collect())
-            }
-        };
         Ok((p, labels))
     }
-}
-
-fn build_plan(
-    framework: &tract_onnx::model::Onnx,
-    proto: &ModelProto,
-    width: usize,
-) -> Result<(Arc<Plan>, Vec<TypedFact>, Option<Direct>)> {
-    let mut model = framework
-        .model_for_proto_model(proto)
-        .map_err(|e| tract_error("the engine refused the graph", e))?;
-    let batch = model.symbols.sym("N");
-    model
-        .set_input_fact(0, f32::fact([TDim::from(batch), width.to_dim()]).into())
-        .map_err(|e| tract_error("setting the input shape", e))?;
-    let typed = model
-        .into_optimized()
-        .map_err(|e| tract_error("the engine could not type or optimise the graph", e))?;
-    let facts = typed
-        .output_outlets()
-        .map_err(|e| tract_error("reading outputs", e))?
-        .iter()
-        .map(|o| typed.outlet_fact(*o).cloned())
-        .collect::<TractResult<Vec<_>>>()
-        .map_err(|e| tract_error("reading outputs", e))?;
-    let direct = direct_ensemble(&typed);
-    let plan = typed
-        .into_runnable()
-        .map_err(|e| tract_error("the engine could not plan the graph", e))?;
-    Ok((plan, facts, direct))
-}
-
-/// The ensemble when every graph output is an output of one [`ops::TreeEnsemble`] node
-/// whose only input is the graph's only input; then nothing else in the graph can affect
-/// an output.
-fn direct_ensemble(typed: &TypedModel) -> Option<Direct> {
-    let input = match typed.input_outlets().ok()? {
-        [one] => *one,
-        _ => return None,
-    };
-    let outputs = typed.output_outlets().ok()?;
-    let node = outputs.first()?.node;
-    if outputs.iter().any(|o| o.node != node) {
-        return None;
-    }
-    let node = typed.node(node);
-    if node.inputs != [input] {
-        return None;
-    }
-    let op = node.op_as::<ops::TreeEnsemble>()?;
-    Some(Direct {
-        ensemble: Arc::clone(&op.ensemble),
-        slots: outputs.iter().map(|o| o.slot).collect(),
-    })
 }
 
 /// Operators that pass their first input's values through (reshaping, selecting or
@@ -540,7 +540,7 @@ fn not_a_probability(proto: &ModelProto, name: &str) -> Option<String> {
     origin(graph, name, graph.node.len() + 1)
 }
 
-fn origin(graph: &tract_onnx::pb::GraphProto, tensor: &str, budget: usize) -> Option<String> {
+fn origin(graph: &onnx::GraphProto, tensor: &str, budget: usize) -> Option<String> {
     if budget == 0 {
         return Some("its producers form a cycle".into());
     }
@@ -590,7 +590,7 @@ fn origin(graph: &tract_onnx::pb::GraphProto, tensor: &str, budget: usize) -> Op
 }
 
 /// Whether `name` is a float initializer whose values are all 1.
-fn initializer_is_one(graph: &tract_onnx::pb::GraphProto, name: &str) -> bool {
+fn initializer_is_one(graph: &onnx::GraphProto, name: &str) -> bool {
     let Some(t) = graph.initializer.iter().find(|t| t.name == name) else {
         return false;
     };
@@ -638,7 +638,7 @@ fn consumer_without_missing(proto: &ModelProto) -> Option<String> {
 }
 
 /// Picks the probability output by name and shape, and the label output if any.
-fn choose_outputs(names: &[String], facts: &[TypedFact]) -> Result<((usize, Take), Option<usize>)> {
+fn choose_outputs(names: &[String], facts: &[OutFact]) -> Result<((usize, Take), Option<usize>)> {
     if names.len() != facts.len() {
         return Err(BmsError::model(format!(
             "the graph declares {} outputs but the engine sees {}",
@@ -650,28 +650,28 @@ fn choose_outputs(names: &[String], facts: &[TypedFact]) -> Result<((usize, Take
         names
             .iter()
             .zip(facts)
-            .map(|(n, f)| format!("{n}: {f:?}"))
+            .map(|(n, f)| format!("{n}: {}", f.description))
             .collect::<Vec<_>>()
             .join(", ")
     };
     let mut candidates: Vec<(usize, Take)> = Vec::new();
     for (i, f) in facts.iter().enumerate() {
-        if f.datum_type != f32::datum_type() {
+        if !f.float {
             continue;
         }
-        match f.rank() {
+        match f.rank {
             1 => candidates.push((i, Take::Whole)),
-            2 => match f.shape[1].to_usize() {
-                Ok(2) => candidates.push((i, Take::Column(1))),
-                Ok(1) => candidates.push((i, Take::Column(0))),
-                Ok(k) => {
+            2 => match f.cols {
+                Some(2) => candidates.push((i, Take::Column(1))),
+                Some(1) => candidates.push((i, Take::Column(0))),
+                Some(k) => {
                     return Err(BmsError::model(format!(
                         "output `{}` has {k} columns: only binary classifiers ([N, 2]) and \
                          single-probability outputs ([N, 1] or [N]) are supported",
                         names[i]
                     )));
                 }
-                Err(_) => {}
+                None => {}
             },
             _ => {}
         }
@@ -709,13 +709,9 @@ fn choose_outputs(names: &[String], facts: &[TypedFact]) -> Result<((usize, Take
             }
         }
     };
-    let label = facts.iter().enumerate().position(|(i, f)| {
-        i != probability.0
-            && f.rank() == 1
-            && matches!(
-                f.datum_type,
-                DatumType::I64 | DatumType::I32 | DatumType::I16 | DatumType::I8 | DatumType::TDim
-            )
-    });
+    let label = facts
+        .iter()
+        .enumerate()
+        .position(|(i, f)| i != probability.0 && f.rank == 1 && f.int);
     Ok((probability, label))
 }

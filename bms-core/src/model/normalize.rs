@@ -1,9 +1,8 @@
-//! Graph normalisation on the ONNX protobuf, before tract sees the model, and the
+//! Graph normalisation on the ONNX protobuf, before an engine sees the model, and the
 //! checks that turn an unusable model into a clear load error.
 
-use tract_onnx::model::Onnx;
-use tract_onnx::pb::{self, ModelProto, type_proto};
-
+use super::onnx::{self as pb, ModelProto, NodeProto, type_proto};
+use super::proto::elem_type_name;
 use crate::error::{BmsError, Result};
 
 /// ONNX `TensorProto.DataType.FLOAT`.
@@ -21,31 +20,14 @@ pub struct InputInfo {
     pub width: Option<usize>,
 }
 
-fn elem_type_name(t: i32) -> &'static str {
-    match t {
-        1 => "float32",
-        2 => "uint8",
-        3 => "int8",
-        4 => "uint16",
-        5 => "int16",
-        6 => "int32",
-        7 => "int64",
-        8 => "string",
-        9 => "bool",
-        10 => "float16",
-        11 => "float64",
-        12 => "uint32",
-        13 => "uint64",
-        16 => "bfloat16",
-        _ => "an unsupported element type",
-    }
-}
-
 /// Rewrites `proto` into the form the engine runs and checks what it cannot fix:
 /// a `ZipMap` producing a graph output is removed and the probability tensor feeding
-/// it becomes that output; every operator must be known to `framework`; the graph
+/// it becomes that output; every operator must be one the engine `supports`; the graph
 /// must have exactly one float input of rank 2.
-pub fn normalize(proto: &mut ModelProto, framework: &Onnx) -> Result<InputInfo> {
+pub(crate) fn normalize(
+    proto: &mut ModelProto,
+    supports: &dyn Fn(&NodeProto) -> bool,
+) -> Result<InputInfo> {
     let graph = proto
         .graph
         .as_mut()
@@ -91,7 +73,7 @@ pub fn normalize(proto: &mut ModelProto, framework: &Onnx) -> Result<InputInfo> 
     let unsupported: Vec<String> = graph
         .node
         .iter()
-        .filter(|n| !framework.op_register.0.contains_key(&n.op_type))
+        .filter(|n| !supports(n))
         .map(|n| {
             if n.domain.is_empty() {
                 format!("{} (node `{}`)", n.op_type, n.name)

@@ -3,132 +3,40 @@
 
 use std::sync::Arc;
 
+use prost::Message;
 use tract_onnx::model::{Onnx, ParsingContext};
-use tract_onnx::pb::{AttributeProto, NodeProto};
+use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 
-use super::tree::{
-    Aggregate, ClassLabels, CompiledEnsemble, EnsembleDef, EnsembleKind, NodeMode, PostTransform,
-};
-use crate::error::BmsError;
+use super::proto;
+use super::tree::{ClassLabels, CompiledEnsemble, EnsembleKind};
 
 /// The ONNX framework with the project's `TreeEnsembleClassifier`,
 /// `TreeEnsembleRegressor` and `Scaler` in its operator registry.
 pub fn framework() -> Onnx {
     let mut onnx = tract_onnx::onnx();
     onnx.op_register
-        .insert("TreeEnsembleClassifier", tree_ensemble_classifier);
+        .insert("TreeEnsembleClassifier", tree_ensemble);
     onnx.op_register
-        .insert("TreeEnsembleRegressor", tree_ensemble_regressor);
+        .insert("TreeEnsembleRegressor", tree_ensemble);
     onnx.op_register.insert("Scaler", scaler);
     onnx
 }
 
-fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
-    node.attribute.iter().find(|a| a.name == name)
+/// The project's protobuf form of one of tract's nodes (the same onnx.proto messages).
+fn ours(node: &NodeProto) -> TractResult<super::onnx::NodeProto> {
+    Ok(super::onnx::NodeProto::decode(
+        node.encode_to_vec().as_slice(),
+    )?)
 }
 
-fn ints(node: &NodeProto, name: &str) -> Vec<i64> {
-    attr(node, name).map(|a| a.ints.clone()).unwrap_or_default()
-}
-
-fn string(node: &NodeProto, name: &str) -> Option<String> {
-    attr(node, name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
-}
-
-fn strings(node: &NodeProto, name: &str) -> Option<Vec<String>> {
-    attr(node, name).map(|a| {
-        a.strings
-            .iter()
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect()
-    })
-}
-
-/// A float list attribute, or its `<name>_as_tensor` (double) form.
-fn floats(ctx: &ParsingContext, node: &NodeProto, name: &str) -> TractResult<Vec<f32>> {
-    if let Some(a) = attr(node, name) {
-        return Ok(a.floats.clone());
-    }
-    if let Some(t) = attr(node, &format!("{name}_as_tensor")).and_then(|a| a.t.as_ref()) {
-        let tensor = ctx.load_tensor(t)?.cast_to::<f32>()?.into_owned();
-        return Ok(tensor
-            .to_plain_array_view::<f32>()?
-            .iter()
-            .copied()
-            .collect());
-    }
-    Ok(Vec::new())
-}
-
-fn ensemble_def(ctx: &ParsingContext, node: &NodeProto, prefix: &str) -> TractResult<EnsembleDef> {
-    let modes = strings(node, "nodes_modes")
-        .unwrap_or_default()
-        .iter()
-        .map(|s| NodeMode::parse(s))
-        .collect::<Result<Vec<_>, BmsError>>()?;
-    let post_transform =
-        PostTransform::parse(&string(node, "post_transform").unwrap_or_else(|| "NONE".to_owned()))?;
-    Ok(EnsembleDef {
-        nodes_treeids: ints(node, "nodes_treeids"),
-        nodes_nodeids: ints(node, "nodes_nodeids"),
-        nodes_featureids: ints(node, "nodes_featureids"),
-        nodes_modes: modes,
-        nodes_values: floats(ctx, node, "nodes_values")?,
-        nodes_truenodeids: ints(node, "nodes_truenodeids"),
-        nodes_falsenodeids: ints(node, "nodes_falsenodeids"),
-        nodes_missing_value_tracks_true: ints(node, "nodes_missing_value_tracks_true")
-            .into_iter()
-            .map(|v| v != 0)
-            .collect(),
-        leaf_treeids: ints(node, &format!("{prefix}_treeids")),
-        leaf_nodeids: ints(node, &format!("{prefix}_nodeids")),
-        leaf_ids: ints(node, &format!("{prefix}_ids")),
-        leaf_weights: floats(ctx, node, &format!("{prefix}_weights"))?,
-        base_values: floats(ctx, node, "base_values")?,
-        post_transform,
-    })
-}
-
-fn tree_ensemble_classifier(
-    ctx: &ParsingContext,
+fn tree_ensemble(
+    _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let labels = match (
-        attr(node, "classlabels_int64s"),
-        strings(node, "classlabels_strings"),
-    ) {
-        (Some(a), None) => ClassLabels::Int64(a.ints.clone()),
-        (None, Some(s)) => ClassLabels::Strings(s),
-        _ => bail!(
-            "TreeEnsembleClassifier needs exactly one of classlabels_int64s, classlabels_strings"
-        ),
-    };
-    let ensemble =
-        ensemble_def(ctx, node, "class")?.compile(EnsembleKind::Classifier { labels })?;
-    Ok((
-        expand(TreeEnsembleExpansion(TreeEnsemble {
-            ensemble: Arc::new(ensemble),
-        })),
-        vec![],
-    ))
-}
-
-fn tree_ensemble_regressor(
-    ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let n_targets = attr(node, "n_targets").map_or(1, |a| a.i);
-    let n_targets = usize::try_from(n_targets)
-        .map_err(|_| format_err!("TreeEnsembleRegressor: negative n_targets {n_targets}"))?;
-    let aggregate =
-        Aggregate::parse(&string(node, "aggregate_function").unwrap_or_else(|| "SUM".to_owned()))?;
-    let ensemble = ensemble_def(ctx, node, "target")?.compile(EnsembleKind::Regressor {
-        n_targets,
-        aggregate,
-    })?;
+    let ensemble = proto::ensemble(&ours(node)?)?;
     Ok((
         expand(TreeEnsembleExpansion(TreeEnsemble {
             ensemble: Arc::new(ensemble),
@@ -285,12 +193,7 @@ fn scaler(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let offset = attr(node, "offset")
-        .map(|a| a.floats.clone())
-        .unwrap_or_default();
-    let scale = attr(node, "scale")
-        .map(|a| a.floats.clone())
-        .unwrap_or_default();
+    let (offset, scale) = proto::scaler(&ours(node)?);
     Ok((expand(Scaler { offset, scale }), vec![]))
 }
 
