@@ -164,6 +164,26 @@ fn with_ints(mut n: NodeProto, name: &str, v: &[i64]) -> NodeProto {
     n
 }
 
+fn with_floats(mut n: NodeProto, name: &str, v: &[f32]) -> NodeProto {
+    n.attribute.push(bms_core::model::onnx::AttributeProto {
+        name: name.into(),
+        floats: v.to_vec(),
+        r#type: 6,
+        ..Default::default()
+    });
+    n
+}
+
+fn with_string(mut n: NodeProto, name: &str, v: &str) -> NodeProto {
+    n.attribute.push(bms_core::model::onnx::AttributeProto {
+        name: name.into(),
+        s: v.as_bytes().to_vec(),
+        r#type: 3,
+        ..Default::default()
+    });
+    n
+}
+
 fn with_int(mut n: NodeProto, name: &str, v: i64) -> NodeProto {
     n.attribute.push(bms_core::model::onnx::AttributeProto {
         name: name.into(),
@@ -435,6 +455,42 @@ fn each_lean_operator_agrees_with_the_graph_engine() {
                 13,
             ),
             3,
+        );
+    }
+    // LinearClassifier (binary with one row of coefficients under each post-transform,
+    // and two rows with softmax) and LinearRegressor.
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let mut coef =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+    for (post, rows, intercepts) in [
+        ("LOGISTIC", 1, vec![0.3]),
+        ("NONE", 1, vec![-0.1]),
+        ("SOFTMAX", 1, vec![0.2]),
+        ("SOFTMAX", 2, vec![0.1, -0.4]),
+        ("LOGISTIC", 2, vec![0.0, 0.5]),
+    ] {
+        let mut n = node("LinearClassifier", &["input"], &["label", "probabilities"]);
+        n.domain = "ai.onnx.ml".into();
+        n = with_ints(n, "classlabels_ints", &[3, 8]);
+        n = with_floats(n, "coefficients", &coef(4 * rows));
+        n = with_floats(n, "intercepts", &intercepts);
+        n = with_string(n, "post_transform", post);
+        check(
+            &format!("linear-classifier-{post}-{rows}"),
+            model(vec![n], vec![], 4, &["label", "probabilities"], 13),
+            4,
+        );
+    }
+    for post in ["NONE", "LOGISTIC"] {
+        let mut n = node("LinearRegressor", &["input"], &["variable"]);
+        n.domain = "ai.onnx.ml".into();
+        n = with_floats(n, "coefficients", &coef(4));
+        n = with_floats(n, "intercepts", &[0.25]);
+        n = with_string(n, "post_transform", post);
+        check(
+            &format!("linear-regressor-{post}"),
+            model(vec![n], vec![], 4, &["variable"], 13),
+            4,
         );
     }
     assert!(lean::supports("", "Gemm") && !lean::supports("com.example", "Gemm"));

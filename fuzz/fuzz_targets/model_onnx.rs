@@ -2,19 +2,25 @@
 //! error at load, never a panic, hang or unbounded allocation; a model that loads has a
 //! contract as wide as its input, scores a row of zeros (loading checked that), gives one
 //! value per row for rows of NaN (or an error, never a panic), and refuses a row of the
-//! wrong width.
+//! wrong width. Both engines: tract's graph engine and the lean interpreter.
 #![no_main]
 
 use bms_core::Model;
+use bms_core::model::EngineKind;
 use bms_fuzz::abort_on_panics_outside_caught_crates;
 use libfuzzer_sys::fuzz_target;
 use ndarray::Array2;
 
 fuzz_target!(|data: &[u8]| {
     abort_on_panics_outside_caught_crates();
-    let Ok(model) = Model::from_bytes(data) else {
-        return;
-    };
+    for engine in [EngineKind::Graph, EngineKind::Lean] {
+        if let Ok(model) = Model::from_bytes_with(data, engine) {
+            check(&model);
+        }
+    }
+});
+
+fn check(model: &Model) {
     let width = model.input_width();
     assert!(width > 0);
     assert_eq!(model.contract().spec.width(), width);
@@ -37,4 +43,4 @@ fuzz_target!(|data: &[u8]| {
         model.predict(wrong.view()).is_err(),
         "a row of the wrong width is refused"
     );
-});
+}

@@ -22,9 +22,11 @@ use crate::error::{BmsError, Result};
 
 /// Every operator the lean engine runs (default ONNX domain, or ai.onnx.ml for the
 /// ML operators).
-pub const OPERATORS: [&str; 30] = [
+pub const OPERATORS: [&str; 32] = [
     "TreeEnsembleClassifier",
     "TreeEnsembleRegressor",
+    "LinearClassifier",
+    "LinearRegressor",
     "Scaler",
     "MatMul",
     "Gemm",
@@ -85,9 +87,33 @@ enum Norm {
     L2,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LinearPost {
+    None,
+    Logistic,
+    Softmax,
+}
+
+/// ai.onnx.ml `LinearClassifier` / `LinearRegressor`: `scores = x · coefficientsᵀ +
+/// intercepts`, then the post-transform; a classifier also gives the label of the
+/// highest score. A binary classifier with one row of coefficients gives `[−s, s]`
+/// (`[1 − σ(s), σ(s)]` under LOGISTIC, their softmax under SOFTMAX), as the graph engine
+/// does.
+#[derive(Debug)]
+struct Linear {
+    /// `[width, outputs]`.
+    weights: ndarray::Array2<f32>,
+    intercepts: Option<Vec<f32>>,
+    post: LinearPost,
+    /// `None` for a regressor.
+    labels: Option<ClassLabels>,
+    binary: bool,
+}
+
 #[derive(Debug)]
 enum Op {
     Tree(Arc<CompiledEnsemble>),
+    Linear(Box<Linear>),
     Scaler {
         offset: Vec<f32>,
         scale: Vec<f32>,
@@ -361,6 +387,19 @@ impl LeanGraph {
                 BmsError::Model { reason, .. } => step_error(&step.what, reason),
                 other => other,
             })?;
+            // A graph can grow its values at every node (Concat of a value with itself):
+            // no value may hold more than this, so a hostile file cannot exhaust memory.
+            let limit = (1usize << 24).max(x.len().saturating_mul(4096));
+            if let Some(big) = out.iter().find(|d| d.len() > limit) {
+                return Err(step_error(
+                    &step.what,
+                    format!(
+                        "gives a tensor of shape {:?}, more than {limit} values for an input of {}",
+                        big.shape(),
+                        x.len()
+                    ),
+                ));
+            }
             if out.len() < step.outputs.len() {
                 return Err(step_error(
                     &step.what,
@@ -394,6 +433,7 @@ fn op_of(node: &NodeProto, opset: i64, what: &str) -> Result<Op> {
         "TreeEnsembleClassifier" | "TreeEnsembleRegressor" => {
             Op::Tree(Arc::new(proto::ensemble(node)?))
         }
+        "LinearClassifier" | "LinearRegressor" => Op::Linear(Box::new(linear(node, what)?)),
         "Scaler" => {
             let (offset, scale) = proto::scaler(node);
             Op::Scaler { offset, scale }
@@ -477,6 +517,179 @@ fn op_of(node: &NodeProto, opset: i64, what: &str) -> Result<Op> {
             )));
         }
     })
+}
+
+fn linear(node: &NodeProto, what: &str) -> Result<Linear> {
+    let classifier = node.op_type == "LinearClassifier";
+    let post = match proto::string(node, "post_transform")
+        .as_deref()
+        .unwrap_or("NONE")
+    {
+        "NONE" => LinearPost::None,
+        "LOGISTIC" => LinearPost::Logistic,
+        "SOFTMAX" => LinearPost::Softmax,
+        other => {
+            return Err(step_error(
+                what,
+                format!("post_transform {other} is not supported (NONE, LOGISTIC, SOFTMAX)"),
+            ));
+        }
+    };
+    let coefficients = proto::floats(node, "coefficients")?;
+    if coefficients.is_empty() {
+        return Err(step_error(what, "has no coefficients"));
+    }
+    let intercepts = proto::attr(node, "intercepts").map(|a| a.floats.clone());
+    let (labels, models, binary) = if classifier {
+        let labels = match (
+            proto::attr(node, "classlabels_ints"),
+            proto::strings(node, "classlabels_strings"),
+        ) {
+            (Some(a), None) => ClassLabels::Int64(a.ints.clone()),
+            (None, Some(s)) => ClassLabels::Strings(s),
+            _ => {
+                return Err(step_error(
+                    what,
+                    "needs exactly one of classlabels_ints, classlabels_strings",
+                ));
+            }
+        };
+        let n = labels.len();
+        let multi = proto::int(node, "multi_class").unwrap_or(0);
+        let models = match &intercepts {
+            Some(v) => v.len(),
+            None if n == 2 && multi == 0 => 1,
+            None => n,
+        };
+        let binary = n == 2 && models == 1 && multi == 0;
+        if !binary && models != n {
+            return Err(step_error(
+                what,
+                format!("{n} class labels for {models} rows of coefficients"),
+            ));
+        }
+        (Some(labels), models, binary)
+    } else {
+        let targets = proto::int(node, "targets").unwrap_or(1);
+        let targets = usize::try_from(targets)
+            .ok()
+            .filter(|&t| t > 0)
+            .ok_or_else(|| step_error(what, format!("targets {targets} must be > 0")))?;
+        (None, targets, false)
+    };
+    if models == 0 || !coefficients.len().is_multiple_of(models) {
+        return Err(step_error(
+            what,
+            format!(
+                "{} coefficients do not make {models} rows",
+                coefficients.len()
+            ),
+        ));
+    }
+    if intercepts.as_ref().is_some_and(|v| v.len() != models) {
+        return Err(step_error(
+            what,
+            "one intercept per row of coefficients is required",
+        ));
+    }
+    let width = coefficients.len() / models;
+    let weights = ndarray::Array2::from_shape_vec((models, width), coefficients)
+        .map_err(|e| step_error(what, e))?
+        .reversed_axes()
+        .as_standard_layout()
+        .into_owned();
+    Ok(Linear {
+        weights,
+        intercepts,
+        post,
+        labels,
+        binary,
+    })
+}
+
+fn eval_linear(l: &Linear, x: &Data) -> Result<Vec<Data>> {
+    let x = match x {
+        Data::F32(a) => a.clone(),
+        Data::I64(a) => a.mapv(|v| v as f32),
+        Data::Str(_) => return Err(bad("the input is string")),
+    };
+    let x = match x.ndim() {
+        1 => reshaped(&x, vec![1, x.len()])?,
+        _ => x,
+    };
+    let x = matrix(&x, "the input")?;
+    if x.ncols() != l.weights.nrows() {
+        return Err(bad(format!(
+            "the input has {} columns, the coefficients {}",
+            x.ncols(),
+            l.weights.nrows()
+        )));
+    }
+    let mut scores = x.dot(&l.weights);
+    if let Some(b) = &l.intercepts {
+        for mut row in scores.rows_mut() {
+            row.iter_mut().zip(b).for_each(|(s, b)| *s += b);
+        }
+    }
+    let scores = if l.binary {
+        let s = scores.column(0).to_owned();
+        let mut two = ndarray::Array2::<f32>::zeros((s.len(), 2));
+        for (i, &v) in s.iter().enumerate() {
+            let (a, b) = match l.post {
+                LinearPost::None => (-v, v),
+                LinearPost::Logistic => {
+                    let p = sigmoid(v);
+                    (1.0 - p, p)
+                }
+                LinearPost::Softmax => {
+                    let m = v.abs();
+                    let (ea, eb) = ((-v - m).exp(), (v - m).exp());
+                    (ea / (ea + eb), eb / (ea + eb))
+                }
+            };
+            two[[i, 0]] = a;
+            two[[i, 1]] = b;
+        }
+        two.into_dyn()
+    } else {
+        let s = scores.into_dyn();
+        match l.post {
+            LinearPost::None => s,
+            LinearPost::Logistic => s.mapv(sigmoid),
+            LinearPost::Softmax => softmax(&s, 1),
+        }
+    };
+    let Some(labels) = &l.labels else {
+        return Ok(vec![Data::F32(scores)]);
+    };
+    let best: Vec<usize> = scores
+        .lanes(Axis(1))
+        .into_iter()
+        .map(|lane| {
+            let mut best = 0;
+            for (i, &v) in lane.iter().enumerate() {
+                if v > lane[best] {
+                    best = i;
+                }
+            }
+            best
+        })
+        .collect();
+    let label = match labels {
+        ClassLabels::Int64(v) => Data::I64(
+            best.iter()
+                .map(|&i| v.get(i).copied().unwrap_or(0))
+                .collect::<Array1<_>>()
+                .into_dyn(),
+        ),
+        ClassLabels::Strings(v) => Data::Str(
+            best.iter()
+                .map(|&i| v.get(i).cloned().unwrap_or_default())
+                .collect::<Array1<_>>()
+                .into_dyn(),
+        ),
+    };
+    Ok(vec![label, Data::F32(scores)])
 }
 
 fn bad(reason: impl Into<String>) -> BmsError {
@@ -670,6 +883,7 @@ fn eval(op: &Op, args: &[Option<&Data>]) -> Result<Vec<Data>> {
                 _ => vec![scores],
             }
         }
+        Op::Linear(l) => eval_linear(l, arg(args, 0)?)?,
         Op::Scaler { offset, scale } => {
             let x = match arg(args, 0)? {
                 Data::F32(a) => a.clone(),

@@ -29,6 +29,10 @@ impl Data {
         }
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.shape().iter().product()
+    }
+
     pub(crate) fn type_name(&self) -> &'static str {
         match self {
             Data::F32(_) => "float32",
