@@ -3,12 +3,15 @@
  *  - bms_monitor_push_frame per 96-cell, 32-probe frame (frames 10 s apart, so days close
  *    as they would on the road), against a yardstick measured in the same run: the
  *    plain loop summing the frame's 128 readings;
- *  - bms_monitor_predict latency (one 14-day window through the shipped model).
+ *  - bms_monitor_predict latency (one 14-day window through the shipped model);
+ *  - the heap the model and the monitor hold (glibc's mallinfo2: bytes in use before and
+ *    after each is created; libbms allocates through malloc).
  * Run by scripts/bench-c.sh (release build); figures go to benches/RESULTS.md.
  *
  * usage: monitor_bench MODEL.onnx [frames]
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +29,11 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+static size_t heap_in_use(void) {
+    struct mallinfo2 m = mallinfo2();
+    return m.uordblks + m.hblkhd;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -39,10 +47,17 @@ int main(int argc, char **argv) {
     long n = argc > 2 ? atol(argv[2]) : 2000000;
     bms_model *model = NULL;
     bms_monitor *m = NULL;
-    if (bms_model_load(argv[1], &model) != BMS_STATUS_OK || bms_monitor_new(model, NULL, &m) != BMS_STATUS_OK) {
+    size_t heap0 = heap_in_use();
+    if (bms_model_load(argv[1], &model) != BMS_STATUS_OK) {
         fprintf(stderr, "%s\n", bms_last_error_message());
         return 1;
     }
+    size_t heap1 = heap_in_use();
+    if (bms_monitor_new(model, NULL, &m) != BMS_STATUS_OK) {
+        fprintf(stderr, "%s\n", bms_last_error_message());
+        return 1;
+    }
+    size_t heap2 = heap_in_use();
     /* Realistic readings: cells around 3.6-3.9 V at 1 mV resolution, probes in whole °C. */
     static double cells[VARIANTS][CELLS], temps[VARIANTS][PROBES];
     unsigned seed = 12345;
@@ -103,6 +118,8 @@ int main(int argc, char **argv) {
            push / yard);
     printf("predict (14-day window, shipped ref model): median %.2f us, p99 %.2f us over %d calls (p = %.4f)\n",
            1e6 * lat[CALLS / 2], 1e6 * lat[CALLS * 99 / 100], CALLS, prob);
+    printf("heap: model %zu bytes, monitor %zu bytes (in use after push_frame/predict: %zu bytes)\n",
+           heap1 - heap0, heap2 - heap1, heap_in_use() - heap0);
     bms_monitor_free(m);
     bms_model_free(model);
     return sink == 0.5 ? 3 : 0;

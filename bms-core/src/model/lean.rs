@@ -752,6 +752,19 @@ macro_rules! each {
     };
 }
 
+/// [`each!`] for numbers only: strings (class labels) go through the shape operators
+/// exporters apply to labels (Reshape, Squeeze, ArrayFeatureExtractor), not through
+/// these (each type's copy of the code costs the vehicle build's size).
+macro_rules! each_number {
+    ($d:expr, $a:ident => $e:expr) => {
+        match $d {
+            Data::F32($a) => Data::F32($e),
+            Data::I64($a) => Data::I64($e),
+            Data::Str(_) => return Err(bad("string tensors are not supported here")),
+        }
+    };
+}
+
 fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let n = a.len().max(b.len());
     let dim = |s: &[usize], i: usize| {
@@ -1043,7 +1056,7 @@ fn eval(op: &Op, args: &[Option<&Data>]) -> Result<Vec<Data>> {
             };
             let outer: usize = x.shape()[..ax].iter().product();
             let inner: usize = x.shape()[ax..].iter().product();
-            vec![each!(x, a => reshaped(a, vec![outer, inner])?)]
+            vec![each_number!(x, a => reshaped(a, vec![outer, inner])?)]
         }
         Op::Squeeze(attr_axes) => {
             let x = arg(args, 0)?;
@@ -1108,7 +1121,7 @@ fn eval(op: &Op, args: &[Option<&Data>]) -> Result<Vec<Data>> {
                 return Err(bad(format!("bad permutation {perm:?}")));
             }
             vec![
-                each!(x, a => a.clone().permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned()),
+                each_number!(x, a => a.clone().permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned()),
             ]
         }
         Op::Concat(axis) => {
@@ -1163,7 +1176,7 @@ fn eval(op: &Op, args: &[Option<&Data>]) -> Result<Vec<Data>> {
             let mut shape = x.shape()[..ax].to_vec();
             shape.extend_from_slice(ix.shape());
             shape.extend_from_slice(&x.shape()[ax + 1..]);
-            vec![each!(x, a => reshaped(&a.select(Axis(ax), &idx), shape)?)]
+            vec![each_number!(x, a => reshaped(&a.select(Axis(ax), &idx), shape)?)]
         }
         Op::ArgMax {
             axis,
