@@ -277,6 +277,52 @@ fn every_error_is_a_proxy_response_with_a_json_message() {
 }
 
 #[test]
+fn a_missing_value_is_refused_for_a_model_that_does_not_handle_it_and_scored_by_one_that_does() {
+    // logreg_n1: MatMul → Add → Sigmoid (a NaN would give NaN); the shipped tree model
+    // sends a missing value down its branch.
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/fixtures/logreg_n1.onnx"
+    );
+    let linear = Arc::new(Model::load(fixture).unwrap());
+    let tree = Arc::new(Model::from_bytes(bms_aws::SHIPPED_MODEL).unwrap());
+    assert!(!linear.handles_missing() && tree.handles_missing());
+    let v2 = recorded("apigw-http-v2.json");
+    run(async {
+        for (model, status) in [(linear, 400), (tree, 200)] {
+            let width = model.input_width();
+            let mut values = vec!["0.5".to_owned(); width];
+            values[2] = "nan".into();
+            let first = vec!["0.5"; width].join(",");
+            let mut event = v2.clone();
+            event["body"] = json!(format!("{first}\n{}\n", values.join(",")));
+            let h = ApiHandler {
+                model,
+                threshold: 0.5,
+                table: None,
+                retry: Retry::default(),
+            };
+            let resp = h.handle(&event).await;
+            assert_eq!(resp["statusCode"], status, "{resp:#}");
+            if status == 400 {
+                let msg = body(&resp)["error"].as_str().unwrap_or("").to_owned();
+                assert!(
+                    msg.contains("row 2, value 3") && msg.contains("missing value"),
+                    "{msg}"
+                );
+            } else {
+                let p = body(&resp)["predictions"].as_array().unwrap().clone();
+                assert_eq!(p.len(), 2, "{resp:#}");
+                assert!(
+                    p.iter().all(|v| v.as_f64().is_some_and(f64::is_finite)),
+                    "{p:?}"
+                );
+            }
+        }
+    });
+}
+
+#[test]
 fn the_function_sends_api_events_to_the_api_handler_and_the_rest_to_the_bucket_handler() {
     run(async {
         let moto = Moto::start();
