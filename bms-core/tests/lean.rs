@@ -495,3 +495,66 @@ fn each_lean_operator_agrees_with_the_graph_engine() {
     }
     assert!(lean::supports("", "Gemm") && !lean::supports("com.example", "Gemm"));
 }
+
+#[test]
+fn the_lean_engine_refuses_what_it_cannot_run_with_a_reason() {
+    let lean_err = |bytes: &[u8]| {
+        Model::from_bytes_with(bytes, EngineKind::Lean)
+            .expect_err("refused")
+            .to_string()
+    };
+    // Nodes out of dependency order.
+    let unsorted = model(
+        vec![
+            node("Sigmoid", &["z"], &["probability"]),
+            node("MatMul", &["input", "w"], &["z"]),
+        ],
+        vec![floats("w", &[2, 1], vec![0.5, -0.5])],
+        2,
+        &["probability"],
+        13,
+    );
+    let r = lean_err(&unsorted);
+    assert!(
+        r.contains("reads `z`") && r.contains("dependency order"),
+        "{r}"
+    );
+    // A value that doubles at every node: refused before it exhausts memory.
+    let mut nodes = vec![node("Identity", &["input"], &["v0"])];
+    for k in 0..40 {
+        let (a, b) = (format!("v{k}"), format!("v{}", k + 1));
+        nodes.push(with_int(node("Concat", &[&a, &a], &[&b]), "axis", 1));
+    }
+    nodes.push(node("Sigmoid", &["v40"], &["probability"]));
+    let r = lean_err(&model(nodes, vec![], 2, &["probability"], 13));
+    assert!(r.contains("more than") && r.contains("Concat"), "{r}");
+    // A float64 initializer.
+    let mut w = floats("w", &[2, 1], vec![]);
+    w.data_type = 11;
+    w.double_data = vec![0.5, -0.5];
+    let doubles = model(
+        vec![
+            node("MatMul", &["input", "w"], &["z"]),
+            node("Sigmoid", &["z"], &["probability"]),
+        ],
+        vec![w],
+        2,
+        &["probability"],
+        13,
+    );
+    let r = lean_err(&doubles);
+    assert!(r.contains("float64") && r.contains("full build"), "{r}");
+    // A tensor whose data does not fill its dimensions.
+    let short = model(
+        vec![
+            node("MatMul", &["input", "w"], &["z"]),
+            node("Sigmoid", &["z"], &["probability"]),
+        ],
+        vec![floats("w", &[2, 1], vec![0.5])],
+        2,
+        &["probability"],
+        13,
+    );
+    let r = lean_err(&short);
+    assert!(r.contains("`w` has 1 values for dimensions [2, 1]"), "{r}");
+}

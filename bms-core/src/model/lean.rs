@@ -868,7 +868,15 @@ fn softmax(a: &ArrayD<f32>, axis: usize) -> ArrayD<f32> {
 fn eval(op: &Op, args: &[Option<&Data>]) -> Result<Vec<Data>> {
     Ok(match op {
         Op::Tree(ensemble) => {
-            let x = float_arg(args, 0)?;
+            let cast;
+            let x = match arg(args, 0)? {
+                Data::F32(a) => a,
+                Data::I64(a) => {
+                    cast = a.mapv(|v| v as f32);
+                    &cast
+                }
+                Data::Str(_) => return Err(bad("tree ensemble input is string")),
+            };
             let x = x
                 .view()
                 .into_dimensionality::<Ix2>()
@@ -939,9 +947,18 @@ fn eval(op: &Op, args: &[Option<&Data>]) -> Result<Vec<Data>> {
             if *alpha != 1.0 {
                 y.mapv_inplace(|v| v * alpha);
             }
-            if let Some(Data::F32(c)) = args.get(2).copied().flatten() {
-                let c = c.mapv(|v| v * beta);
-                y = binary(&y, &c, f32_add)?;
+            match args.get(2).copied().flatten() {
+                None => {}
+                Some(Data::F32(c)) => {
+                    let c = c.mapv(|v| v * beta);
+                    y = binary(&y, &c, f32_add)?;
+                }
+                Some(other) => {
+                    return Err(bad(format!(
+                        "Gemm's C is {}, not float32",
+                        other.type_name()
+                    )));
+                }
             }
             vec![Data::F32(y)]
         }
