@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the Rust workspace (unit, integration, CLI end-to-end),
-# the Python package, the C library, the serving container (without a container engine),
-# bms.spark on a local Spark, and bms-aws against a local moto server.
+# the Python package (the development build and the release wheel), the C library, the
+# serving container (without a container engine), bms.spark on a local Spark, and bms-aws
+# against a local moto server.
 # Usage: ./scripts/test.sh      (from anywhere; builds what it needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ cargo test --workspace --exclude bms-aws --doc --locked
 cargo test -p bms-core --no-default-features --test model --locked
 cargo test -p bms-ffi --no-default-features --locked
 ./scripts/test-py.sh
+./scripts/test-wheel.sh       # the release wheel (manylinux, from the sdist) in a fresh venv without Rust
 ./scripts/test-c.sh
 ./scripts/test-container.sh   # on the debug bms binary that the steps above built
 ./scripts/soak-short.sh       # bms serve under valid, garbage and abusive clients (8 s)
